@@ -1,0 +1,111 @@
+"""Stripe adapter on the official SDK (``StripeClient`` async methods; ``base_addresses`` for localstripe)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import stripe
+
+from activities.gateways import errors
+from payweave.contracts.activities import GatewayPayment
+
+
+def _normalise(intent: Any) -> GatewayPayment:
+    status = intent["status"]
+    last_error = intent.get("last_payment_error")
+    if status == "succeeded":
+        state = "succeeded"
+    elif status == "canceled":
+        state = "canceled"
+    elif status == "processing" or status == "requires_capture":
+        state = "processing"
+    elif status == "requires_payment_method" and last_error:
+        state = "failed"
+    else:  # requires_payment_method / requires_confirmation / requires_action: the payer must act
+        state = "requires_action"
+    next_action = None
+    if state == "requires_action":
+        next_action = {"type": "stripe_client_secret", "payment_intent": intent["id"],
+                       "client_secret": intent.get("client_secret")}
+    failure_code = (last_error or {}).get("code") if state == "failed" else None
+    return GatewayPayment(
+        gateway="stripe", id=intent["id"], status=state, amount=int(intent["amount"]),
+        currency=str(intent["currency"]).upper(), next_action=next_action, failure_code=failure_code,
+    )
+
+
+def _classify(exc: stripe.StripeError) -> errors.GatewayError:
+    if isinstance(exc, stripe.CardError):
+        return errors.declined(exc.user_message or "card declined", code=exc.code or "card_declined")
+    if isinstance(exc, (stripe.APIConnectionError, stripe.RateLimitError)):
+        return errors.transient(f"stripe unreachable: {type(exc).__name__}")
+    status = exc.http_status or 0
+    if status >= 500 or status == 0:
+        return errors.transient(f"stripe error {status}")
+    if status == 402:
+        return errors.declined(exc.user_message or "payment declined", code=exc.code or "card_declined")
+    return errors.rejected(f"stripe rejected the request ({status}: {exc.code or type(exc).__name__})")
+
+
+class StripeGateway:
+    name = "stripe"
+
+    def __init__(self, api_key: str, api_base: str | None = None) -> None:
+        base = {"api": api_base} if api_base else None
+        # Retries belong to Temporal (same idempotency key on every attempt), not to the SDK.
+        self._client = stripe.StripeClient(
+            api_key, base_addresses=base, max_network_retries=0, http_client=stripe.HTTPXClient()
+        )
+
+    async def create_payment(
+        self,
+        *,
+        idempotency_key: str,
+        amount: int,
+        currency: str,
+        metadata: dict[str, str],
+        payment_method: str | None = None,
+        description: str | None = None,
+    ) -> GatewayPayment:
+        params: dict[str, Any] = {"amount": amount, "currency": currency.lower(), "metadata": metadata,
+                                  "payment_method_types": ["card"]}
+        if payment_method:
+            # The payer already holds a PaymentMethod (Stripe.js or saved): create and confirm server-side.
+            params.update(payment_method=payment_method, confirm=True)
+        try:
+            intent = await self._client.v1.payment_intents.create_async(
+                params=params,  # type: ignore[arg-type]
+                options={"idempotency_key": idempotency_key},
+            )
+        except stripe.CardError as exc:
+            # A declined confirm still created the intent; Stripe returns it inside the error.
+            body = exc.json_body or {}
+            intent_data = (body.get("error") or {}).get("payment_intent")
+            if intent_data:
+                failed = _normalise(intent_data)
+                return failed.model_copy(update={"status": "failed", "failure_code": exc.code or "card_declined"})
+            raise _classify(exc) from None
+        except stripe.StripeError as exc:
+            raise _classify(exc) from None
+        return _normalise(intent)
+
+    async def get_payment(self, gateway_payment_id: str) -> GatewayPayment:
+        try:
+            intent = await self._client.v1.payment_intents.retrieve_async(gateway_payment_id)
+        except stripe.StripeError as exc:
+            raise _classify(exc) from None
+        return _normalise(intent)
+
+    async def cancel_payment(self, gateway_payment_id: str) -> GatewayPayment:
+        """Cancel unless already final; returns the intent's real state (it may have succeeded meanwhile)."""
+        current = await self.get_payment(gateway_payment_id)
+        if current.status in ("succeeded", "canceled", "processing"):
+            return current
+        try:
+            intent = await self._client.v1.payment_intents.cancel_async(gateway_payment_id)
+        except stripe.StripeError as exc:
+            # Lost the race with a payment: the intent is no longer cancelable. Report what it is now.
+            if (exc.http_status or 0) == 400:
+                return await self.get_payment(gateway_payment_id)
+            raise _classify(exc) from None
+        return _normalise(intent)

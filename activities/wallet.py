@@ -1,0 +1,110 @@
+"""Ledger activities: journals and holds on the wallet database. Each is keyed by its step key."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from temporalio import activity
+
+from activities.errors import business_errors
+from db.engine import in_transaction
+from db.repositories import ledger
+from payweave.contracts.activities import (
+    CaptureHoldInput,
+    HoldResult,
+    JournalResult,
+    PlaceHoldInput,
+    PostingSpec,
+    PostJournalInput,
+    ReleaseHoldInput,
+    ReverseJournalInput,
+)
+from payweave.contracts.ledger import Posting
+
+
+async def _resolve(conn: AsyncConnection, specs: list[PostingSpec], currency: str) -> list[Posting]:
+    postings = []
+    for spec in specs:
+        if spec.system is not None:
+            wallet_id = await ledger.ensure_system_wallet(conn, spec.system, currency)
+        elif spec.wallet_id is not None:
+            wallet_id = spec.wallet_id
+        else:
+            raise ValueError("a posting names a wallet or a system account")
+        postings.append(Posting(wallet_id=wallet_id, amount=spec.amount))
+    return postings
+
+
+class LedgerActivities:
+    def __init__(self, wallet_engine: AsyncEngine) -> None:
+        self._engine = wallet_engine
+
+    @activity.defn
+    async def post_journal(self, inp: PostJournalInput) -> JournalResult:
+        async def work(conn: AsyncConnection) -> JournalResult:
+            postings = await _resolve(conn, inp.postings, inp.currency)
+            journal = await ledger.post_journal(
+                conn, idempotency_key=inp.idempotency_key, kind=inp.kind, currency=inp.currency,
+                postings=postings, description=inp.description, saga_id=inp.saga_id,
+            )
+            return JournalResult(journal_id=journal.id, created=journal.created)
+
+        async with business_errors():
+            return await in_transaction(self._engine, work)
+
+    @activity.defn
+    async def reverse_journal(self, inp: ReverseJournalInput) -> JournalResult:
+        """Compensation. Undoes exactly what ``original_key`` posted (nothing, if it posted nothing).
+
+        A reversal gives money back to where it came from, so it is applied even to a wallet that was
+        frozen in the meantime: a compensation must always be able to finish.
+        """
+
+        async def work(conn: AsyncConnection) -> JournalResult:
+            original = await ledger.find_journal(conn, inp.original_key)
+            if original is None:
+                return JournalResult(journal_id=None, created=False)
+            journal = await ledger.post_journal(
+                conn, idempotency_key=inp.idempotency_key, kind=inp.kind, currency=original.currency,
+                postings=[Posting(wallet_id=e.wallet_id, amount=-e.amount) for e in original.entries],
+                description=inp.description, saga_id=inp.saga_id, compensation=True,
+            )
+            return JournalResult(journal_id=journal.id, created=journal.created)
+
+        async with business_errors():
+            return await in_transaction(self._engine, work)
+
+    @activity.defn
+    async def place_hold(self, inp: PlaceHoldInput) -> HoldResult:
+        async def work(conn: AsyncConnection) -> HoldResult:
+            hold = await ledger.place_hold(
+                conn, idempotency_key=inp.idempotency_key, hold_id=inp.hold_id, wallet_id=inp.wallet_id,
+                amount=inp.amount, currency=inp.currency, expires_at=inp.expires_at, saga_id=inp.saga_id,
+            )
+            return HoldResult(hold_id=hold.id, status=hold.status, amount=hold.amount)
+
+        async with business_errors():
+            return await in_transaction(self._engine, work)
+
+    @activity.defn
+    async def release_hold(self, inp: ReleaseHoldInput) -> HoldResult | None:
+        async def work(conn: AsyncConnection) -> HoldResult | None:
+            hold = await ledger.release_hold(conn, hold_id=inp.hold_id)
+            return HoldResult(hold_id=hold.id, status=hold.status, amount=hold.amount) if hold else None
+
+        async with business_errors():
+            return await in_transaction(self._engine, work)
+
+    @activity.defn
+    async def capture_hold(self, inp: CaptureHoldInput) -> JournalResult:
+        async def work(conn: AsyncConnection) -> JournalResult:
+            hold = await ledger.get_hold(conn, inp.hold_id)
+            currency = hold.currency if hold else ""
+            credits = await _resolve(conn, inp.credits, currency)
+            journal = await ledger.capture_hold(
+                conn, idempotency_key=inp.idempotency_key, hold_id=inp.hold_id, amount=inp.amount,
+                counter_postings=credits, kind=inp.kind, description=inp.description,
+            )
+            return JournalResult(journal_id=journal.id, created=journal.created)
+
+        async with business_errors():
+            return await in_transaction(self._engine, work)

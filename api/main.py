@@ -1,0 +1,48 @@
+"""The FastAPI application: ``create_app()`` plus a lifespan owning engines, Temporal client and verifier."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from temporalio.client import Client
+
+from api.errors import install_error_handlers
+from api.routers import deposits, health, transfers, wallets, webhooks
+from api.security import TokenVerifier
+from db.engine import make_engine
+from payweave import __version__
+from payweave.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None, *, temporal: Client | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from workers.client import connect
+
+        app.state.settings = settings
+        app.state.verifier = TokenVerifier(settings)
+        app.state.wallet_engine = make_engine(settings.wallet_database_url, pool_size=settings.database_pool_size)
+        app.state.payments_engine = make_engine(settings.payments_database_url,
+                                                pool_size=settings.database_pool_size)
+        app.state.temporal = temporal or await connect(settings)
+        try:
+            yield
+        finally:
+            await app.state.wallet_engine.dispose()
+            await app.state.payments_engine.dispose()
+
+    app = FastAPI(
+        title="payweave",
+        version=__version__,
+        description="Workflow-orchestrated sagas for commerce money movement. Amounts are integers in minor "
+        "units. Errors are RFC 9457 problem+json with a stable `code`.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    for router in (health.router, wallets.router, deposits.router, transfers.router, webhooks.router):
+        app.include_router(router)
+    return app

@@ -1,0 +1,44 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from api.deps import PaymentsDB, TemporalDep, WalletDB
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(wallets: WalletDB, payments: PaymentsDB, temporal: TemporalDep) -> JSONResponse:
+    """Ready when both databases answer and Temporal is reachable."""
+    checks: dict[str, str] = {}
+
+    async def db(name: str, engine: WalletDB) -> None:
+        try:
+            async with engine.connect() as conn:
+                await asyncio.wait_for(conn.execute(text("SELECT 1")), timeout=2)
+            checks[name] = "ok"
+        except Exception as exc:  # readiness reports, it does not raise
+            checks[name] = f"unavailable ({type(exc).__name__})"
+
+    async def temporal_check() -> None:
+        try:
+            await asyncio.wait_for(temporal.service_client.check_health(), timeout=2)
+            checks["temporal"] = "ok"
+        except Exception as exc:
+            checks["temporal"] = f"unavailable ({type(exc).__name__})"
+
+    await asyncio.gather(db("wallet_db", wallets), db("payments_db", payments), temporal_check())
+    ready = all(v == "ok" for v in checks.values())
+    return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks},
+                        status_code=200 if ready else 503)

@@ -1,0 +1,368 @@
+"""The wallet ledger: wallets, double-entry journals, holds. All wallet-database SQL lives here.
+
+Rules every function keeps:
+* it runs inside the caller's transaction and never commits;
+* every write is keyed (journal / hold ``idempotency_key`` is UNIQUE): a retried or concurrent duplicate
+  finds the first result instead of writing again (``INSERT … ON CONFLICT DO NOTHING`` then read);
+* wallet rows are locked in id order, so two journals touching the same wallets cannot deadlock;
+* funds and status are checked under the row lock, and the CHECK constraints stay the last word.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from payweave import errors
+from payweave.contracts.ledger import Entry, Hold, Journal, Posting, Wallet
+
+SYSTEM_ACCOUNTS = ("gateway_clearing", "escrow", "transit", "platform_fees")
+
+_WALLET_COLUMNS = "id, owner, currency, kind, status, balance, held, created_at, updated_at"
+_HOLD_COLUMNS = "id, idempotency_key, wallet_id, amount, captured_amount, currency, status, saga_id, expires_at"
+
+
+def system_wallet_id(name: str, currency: str) -> str:
+    return f"sys_{name}_{currency.lower()}"
+
+
+def _wallet(row: Any) -> Wallet:
+    return Wallet.model_validate(dict(row._mapping))
+
+
+def _hold(row: Any) -> Hold:
+    return Hold.model_validate(dict(row._mapping))
+
+
+# --- wallets -------------------------------------------------------------------------------------------
+
+
+async def create_wallet(conn: AsyncConnection, *, wallet_id: str, owner: str, currency: str) -> tuple[Wallet, bool]:
+    """One wallet per (owner, currency): returns (wallet, created)."""
+    row = (
+        await conn.execute(
+            text(
+                f"INSERT INTO wallets (id, owner, currency, kind) VALUES (:id, :owner, :currency, 'customer') "
+                f"ON CONFLICT (owner, currency) DO NOTHING RETURNING {_WALLET_COLUMNS}"
+            ),
+            {"id": wallet_id, "owner": owner, "currency": currency},
+        )
+    ).first()
+    if row is not None:
+        return _wallet(row), True
+    existing = (
+        await conn.execute(
+            text(f"SELECT {_WALLET_COLUMNS} FROM wallets WHERE owner = :owner AND currency = :currency"),
+            {"owner": owner, "currency": currency},
+        )
+    ).one()
+    return _wallet(existing), False
+
+
+async def ensure_system_wallet(conn: AsyncConnection, name: str, currency: str) -> str:
+    if name not in SYSTEM_ACCOUNTS:
+        raise ValueError(f"unknown system account {name!r}")
+    wallet_id = system_wallet_id(name, currency)
+    await conn.execute(
+        text(
+            "INSERT INTO wallets (id, owner, currency, kind) VALUES (:id, :owner, :currency, 'system') "
+            "ON CONFLICT DO NOTHING"
+        ),
+        {"id": wallet_id, "owner": f"system:{name}", "currency": currency},
+    )
+    return wallet_id
+
+
+async def get_wallet(conn: AsyncConnection, wallet_id: str) -> Wallet | None:
+    row = (
+        await conn.execute(text(f"SELECT {_WALLET_COLUMNS} FROM wallets WHERE id = :id"), {"id": wallet_id})
+    ).first()
+    return _wallet(row) if row else None
+
+
+async def list_wallets(conn: AsyncConnection, owner: str) -> list[Wallet]:
+    rows = await conn.execute(
+        text(f"SELECT {_WALLET_COLUMNS} FROM wallets WHERE owner = :owner AND kind = 'customer' ORDER BY created_at, id"),
+        {"owner": owner},
+    )
+    return [_wallet(r) for r in rows]
+
+
+async def set_wallet_status(conn: AsyncConnection, wallet_id: str, status: str) -> Wallet:
+    row = (
+        await conn.execute(
+            text(
+                f"UPDATE wallets SET status = :status, updated_at = now() WHERE id = :id AND kind = 'customer' "
+                f"RETURNING {_WALLET_COLUMNS}"
+            ),
+            {"id": wallet_id, "status": status},
+        )
+    ).first()
+    if row is None:
+        raise errors.WalletNotFound(f"wallet {wallet_id} not found")
+    return _wallet(row)
+
+
+async def list_entries(
+    conn: AsyncConnection, wallet_id: str, *, limit: int, starting_after: int | None = None
+) -> list[Entry]:
+    """Newest first; ``starting_after`` is the id of the last entry of the previous page (cursor)."""
+    rows = await conn.execute(
+        text(
+            "SELECT e.id, e.journal_id, e.wallet_id, e.amount, e.currency, e.balance_after, e.created_at, "
+            "       j.kind AS journal_kind, j.description "
+            "FROM entries e JOIN journals j ON j.id = e.journal_id "
+            "WHERE e.wallet_id = :wallet_id AND (CAST(:after AS bigint) IS NULL OR e.id < :after) "
+            "ORDER BY e.id DESC LIMIT :limit"
+        ),
+        {"wallet_id": wallet_id, "after": starting_after, "limit": limit},
+    )
+    return [Entry.model_validate(dict(r._mapping)) for r in rows]
+
+
+# --- journals ------------------------------------------------------------------------------------------
+
+
+async def _lock_wallets(conn: AsyncConnection, wallet_ids: Sequence[str]) -> dict[str, Wallet]:
+    rows = await conn.execute(
+        text(f"SELECT {_WALLET_COLUMNS} FROM wallets WHERE id = ANY(:ids) ORDER BY id FOR UPDATE"),
+        {"ids": sorted(wallet_ids)},
+    )
+    return {w.id: w for w in map(_wallet, rows)}
+
+
+def _check_posting(
+    wallet: Wallet | None, wallet_id: str, amount: int, currency: str, *, compensation: bool = False
+) -> None:
+    if wallet is None:
+        raise errors.WalletNotFound(f"wallet {wallet_id} not found")
+    if wallet.currency != currency:
+        raise errors.CurrencyMismatch(f"wallet {wallet_id} holds {wallet.currency}, not {currency}")
+    if wallet.kind == "system" or (compensation and amount > 0):
+        # A compensation that gives money back is applied whatever the wallet's status meanwhile.
+        return
+    if wallet.status == "frozen":
+        raise errors.WalletFrozen(f"wallet {wallet_id} is frozen")
+    if wallet.status == "closed":
+        raise errors.WalletClosed(f"wallet {wallet_id} is closed")
+    if amount < 0 and wallet.available + amount < 0:
+        raise errors.InsufficientFunds(f"wallet {wallet_id} has {wallet.available} available, needs {-amount}")
+
+
+async def find_journal(conn: AsyncConnection, idempotency_key: str) -> Journal | None:
+    row = (
+        await conn.execute(
+            text("SELECT id, idempotency_key, kind, currency FROM journals WHERE idempotency_key = :key"),
+            {"key": idempotency_key},
+        )
+    ).first()
+    if row is None:
+        return None
+    entries = await conn.execute(
+        text(
+            "SELECT id, journal_id, wallet_id, amount, currency, balance_after, created_at FROM entries "
+            "WHERE journal_id = :jid ORDER BY id"
+        ),
+        {"jid": row.id},
+    )
+    return Journal(
+        id=row.id, idempotency_key=row.idempotency_key, kind=row.kind, currency=row.currency.strip(),
+        entries=[Entry.model_validate(dict(e._mapping)) for e in entries], created=False,
+    )
+
+
+async def post_journal(
+    conn: AsyncConnection,
+    *,
+    idempotency_key: str,
+    kind: str,
+    currency: str,
+    postings: Sequence[Posting],
+    description: str | None = None,
+    saga_id: str | None = None,
+    hold_id: str | None = None,
+    compensation: bool = False,
+) -> Journal:
+    """Post one balanced journal. A second call with the same key returns the first journal unchanged.
+
+    ``compensation=True`` lets credits reach a frozen or closed wallet (an undo must always finish).
+    """
+    if sum(p.amount for p in postings) != 0 or len(postings) < 2 or any(p.amount == 0 for p in postings):
+        raise errors.InvalidAmount("a journal needs two or more non-zero postings that sum to zero")
+    new_id = (
+        await conn.execute(
+            text(
+                "INSERT INTO journals (idempotency_key, kind, currency, description, saga_id, hold_id) "
+                "VALUES (:key, :kind, :currency, :description, :saga_id, :hold_id) "
+                "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
+            ),
+            {"key": idempotency_key, "kind": kind, "currency": currency, "description": description,
+             "saga_id": saga_id, "hold_id": hold_id},
+        )
+    ).scalar()
+    if new_id is None:  # an earlier (or concurrent, now committed) attempt posted it
+        existing = await find_journal(conn, idempotency_key)
+        assert existing is not None
+        return existing
+
+    per_wallet: dict[str, int] = defaultdict(int)
+    for p in postings:
+        per_wallet[p.wallet_id] += p.amount
+    locked = await _lock_wallets(conn, list(per_wallet))
+    for wallet_id, amount in per_wallet.items():
+        _check_posting(locked.get(wallet_id), wallet_id, amount, currency, compensation=compensation)
+
+    balances = await conn.execute(
+        text(
+            "UPDATE wallets w SET balance = w.balance + d.amount, updated_at = now() "
+            "FROM unnest(CAST(:ids AS text[]), CAST(:amounts AS bigint[])) AS d(id, amount) "
+            "WHERE w.id = d.id RETURNING w.id, w.balance"
+        ),
+        {"ids": list(per_wallet), "amounts": list(per_wallet.values())},
+    )
+    balance_now = {r.id: r.balance for r in balances}
+    # balance_after of each entry: walk the postings of one wallet back from its final balance.
+    afters = [0] * len(postings)
+    running = dict(balance_now)
+    for i in range(len(postings) - 1, -1, -1):
+        afters[i] = running[postings[i].wallet_id]
+        running[postings[i].wallet_id] -= postings[i].amount
+    rows = await conn.execute(
+        text(
+            "INSERT INTO entries (journal_id, wallet_id, amount, currency, balance_after) "
+            "SELECT :jid, d.wallet_id, d.amount, :currency, d.balance_after "
+            "FROM unnest(CAST(:wallets AS text[]), CAST(:amounts AS bigint[]), CAST(:afters AS bigint[])) "
+            "     WITH ORDINALITY AS d(wallet_id, amount, balance_after, n) ORDER BY d.n "
+            "RETURNING id, journal_id, wallet_id, amount, currency, balance_after, created_at"
+        ),
+        {"jid": new_id, "currency": currency, "wallets": [p.wallet_id for p in postings],
+         "amounts": [p.amount for p in postings], "afters": afters},
+    )
+    entries = sorted((Entry.model_validate(dict(r._mapping)) for r in rows), key=lambda e: e.id)
+    return Journal(id=new_id, idempotency_key=idempotency_key, kind=kind, currency=currency,
+                   entries=entries, created=True)
+
+
+# --- holds ---------------------------------------------------------------------------------------------
+
+
+async def place_hold(
+    conn: AsyncConnection,
+    *,
+    idempotency_key: str,
+    hold_id: str,
+    wallet_id: str,
+    amount: int,
+    currency: str,
+    expires_at: datetime,
+    saga_id: str | None = None,
+) -> Hold:
+    """Reserve ``amount`` of the wallet's available balance (two-phase: captured or released later)."""
+    if amount <= 0:
+        raise errors.InvalidAmount("a hold must be positive")
+    row = (
+        await conn.execute(
+            text(
+                "INSERT INTO holds (id, idempotency_key, wallet_id, amount, currency, saga_id, expires_at) "
+                "VALUES (:id, :key, :wallet_id, :amount, :currency, :saga_id, :expires_at) "
+                f"ON CONFLICT (idempotency_key) DO NOTHING RETURNING {_HOLD_COLUMNS}"
+            ),
+            {"id": hold_id, "key": idempotency_key, "wallet_id": wallet_id, "amount": amount,
+             "currency": currency, "saga_id": saga_id, "expires_at": expires_at},
+        )
+    ).first()
+    if row is None:
+        return await _hold_by_key(conn, idempotency_key)
+    wallet = (await _lock_wallets(conn, [wallet_id])).get(wallet_id)
+    _check_posting(wallet, wallet_id, -amount, currency)
+    await conn.execute(
+        text("UPDATE wallets SET held = held + :amount, updated_at = now() WHERE id = :id"),
+        {"amount": amount, "id": wallet_id},
+    )
+    return _hold(row)
+
+
+async def _hold_by_key(conn: AsyncConnection, idempotency_key: str) -> Hold:
+    row = (
+        await conn.execute(text(f"SELECT {_HOLD_COLUMNS} FROM holds WHERE idempotency_key = :key"),
+                           {"key": idempotency_key})
+    ).one()
+    return _hold(row)
+
+
+async def get_hold(conn: AsyncConnection, hold_id: str, *, for_update: bool = False) -> Hold | None:
+    lock = " FOR UPDATE" if for_update else ""
+    row = (await conn.execute(text(f"SELECT {_HOLD_COLUMNS} FROM holds WHERE id = :id{lock}"), {"id": hold_id})).first()
+    return _hold(row) if row else None
+
+
+async def release_hold(conn: AsyncConnection, *, hold_id: str, status: str = "released") -> Hold | None:
+    """Give the held amount back to ``available``. Releasing a hold that is no longer open changes nothing."""
+    row = (
+        await conn.execute(
+            text(
+                "UPDATE holds SET status = :status, updated_at = now() WHERE id = :id AND status = 'open' "
+                f"RETURNING {_HOLD_COLUMNS}"
+            ),
+            {"id": hold_id, "status": status},
+        )
+    ).first()
+    if row is None:
+        return await get_hold(conn, hold_id)
+    hold = _hold(row)
+    await conn.execute(
+        text("UPDATE wallets SET held = held - :amount, updated_at = now() WHERE id = :id"),
+        {"amount": hold.amount, "id": hold.wallet_id},
+    )
+    return hold
+
+
+async def capture_hold(
+    conn: AsyncConnection,
+    *,
+    idempotency_key: str,
+    hold_id: str,
+    amount: int,
+    counter_postings: Sequence[Posting],
+    kind: str,
+    description: str | None = None,
+    saga_id: str | None = None,
+) -> Journal:
+    """Capture ``amount`` (≤ the hold) of an open hold in one journal; the rest of the hold is released.
+
+    ``counter_postings`` are the credits the captured money goes to; they must sum to ``amount``.
+    """
+    existing = await find_journal(conn, idempotency_key)
+    if existing is not None:
+        return existing
+    hold = await get_hold(conn, hold_id, for_update=True)
+    if hold is None:
+        raise errors.NotFound(f"hold {hold_id} not found")
+    if hold.status != "open":
+        # A concurrent duplicate may have captured it between our look-up and the lock.
+        again = await find_journal(conn, idempotency_key)
+        if again is not None:
+            return again
+        raise errors.HoldNotOpen(f"hold {hold_id} is {hold.status}")
+    if not 0 < amount <= hold.amount:
+        raise errors.InvalidAmount(f"capture of {amount} does not fit hold of {hold.amount}")
+    await conn.execute(
+        text(
+            "UPDATE holds SET status = 'captured', captured_amount = :amount, updated_at = now() WHERE id = :id"
+        ),
+        {"amount": amount, "id": hold_id},
+    )
+    await conn.execute(
+        text("UPDATE wallets SET held = held - :amount, updated_at = now() WHERE id = :id"),
+        {"amount": hold.amount, "id": hold.wallet_id},
+    )
+    postings = [Posting(wallet_id=hold.wallet_id, amount=-amount), *counter_postings]
+    return await post_journal(
+        conn, idempotency_key=idempotency_key, kind=kind, currency=hold.currency, postings=postings,
+        description=description, saga_id=saga_id or hold.saga_id, hold_id=hold_id,
+    )

@@ -1,0 +1,131 @@
+"""The ``payweave`` command: dev stack, api, worker, migrations, tokens, ledger verification."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from payweave.settings import Settings, get_settings
+
+console = Console(stderr=True)
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from payweave.devstack.stack import run_dev
+
+    return run_dev(get_settings())
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.main import create_app
+
+    settings = get_settings()
+    _configure_logging(settings)
+    uvicorn.run(create_app(settings), host=args.host or settings.api_host, port=args.port or settings.api_port,
+                log_level=settings.log_level.lower(), access_log=False)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from workers.main import run_worker
+
+    settings = get_settings()
+    _configure_logging(settings)
+    asyncio.run(run_worker(settings))
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from db.migrate import upgrade_all
+
+    settings = get_settings()
+    asyncio.run(upgrade_all(settings.wallet_database_url, settings.payments_database_url))
+    console.print("[green]wallet and payments databases are at the newest revision[/green]")
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from payweave.tokens import issue_token
+
+    try:
+        token = issue_token(get_settings(), sub=args.sub, roles=args.role or ["customer"],
+                            ttl_seconds=args.ttl)
+    except (RuntimeError, ValueError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        return 2
+    print(token)
+    return 0
+
+
+async def _verify(settings: Settings) -> int:
+    from db.engine import make_engine
+    from db.verify import verify_ledger
+
+    wallet, payments = make_engine(settings.wallet_database_url), make_engine(settings.payments_database_url)
+    try:
+        report = await verify_ledger(wallet, payments)
+    finally:
+        await wallet.dispose()
+        await payments.dispose()
+    stats = ", ".join(f"{v} {k}" for k, v in report.stats.items())
+    if report.ok:
+        console.print(f"[green]ledger OK[/green]: {len(report.checked)} checks passed ({stats})")
+        return 0
+    console.print(f"[red]ledger INVALID[/red]: {len(report.violations)} of {len(report.checked)} checks failed")
+    for violation in report.violations:
+        table = Table(title=violation.check, title_style="bold red")
+        for column in violation.rows[0]:
+            table.add_column(str(column))
+        for row in violation.rows:
+            table.add_row(*(str(v) for v in row.values()))
+        console.print(table)
+    return 1
+
+
+def cmd_ledger_verify(args: argparse.Namespace) -> int:
+    return asyncio.run(_verify(get_settings()))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="payweave", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("dev", help="run the whole platform locally (Postgres, Temporal + UI, localstripe, worker, API)"
+                   ).set_defaults(func=cmd_dev)
+    api = sub.add_parser("api", help="run the HTTP API")
+    api.add_argument("--host")
+    api.add_argument("--port", type=int)
+    api.set_defaults(func=cmd_api)
+    sub.add_parser("worker", help="run a Temporal worker").set_defaults(func=cmd_worker)
+    sub.add_parser("migrate", help="migrate the wallet and payments databases").set_defaults(func=cmd_migrate)
+    token = sub.add_parser("token", help="issue a development JWT")
+    token.add_argument("--sub", required=True, help="subject (user id)")
+    token.add_argument("--role", action="append", help="role (repeatable): customer merchant factory operator service")
+    token.add_argument("--ttl", type=int, default=24 * 3600, help="lifetime in seconds")
+    token.set_defaults(func=cmd_token)
+    ledger = sub.add_parser("ledger", help="ledger tools")
+    ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True)
+    ledger_sub.add_parser("verify", help="check ledger invariants I1–I4; non-zero exit on violation"
+                          ).set_defaults(func=cmd_ledger_verify)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

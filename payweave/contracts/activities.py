@@ -1,0 +1,137 @@
+"""Inputs and results of activities (one model each, so fields can be added without breaking histories)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from payweave.contracts.payments import Gateway
+
+
+class PostingSpec(BaseModel):
+    """A journal leg on a customer wallet (``wallet_id``) or a per-currency system account (``system``)."""
+
+    amount: int
+    wallet_id: str | None = None
+    system: Literal["gateway_clearing", "escrow", "transit", "platform_fees"] | None = None
+
+
+class PostJournalInput(BaseModel):
+    idempotency_key: str
+    kind: str
+    currency: str
+    postings: list[PostingSpec]
+    description: str | None = None
+    saga_id: str | None = None
+
+
+class ReverseJournalInput(BaseModel):
+    """Compensation: post the opposite of the journal ``original_key`` posted, if it posted anything."""
+
+    original_key: str
+    idempotency_key: str
+    kind: str
+    description: str | None = None
+    saga_id: str | None = None
+
+
+class JournalResult(BaseModel):
+    journal_id: int | None  # None: a reversal found nothing to undo
+    created: bool
+
+
+class PlaceHoldInput(BaseModel):
+    idempotency_key: str
+    hold_id: str
+    wallet_id: str
+    amount: int
+    currency: str
+    expires_at: datetime
+    saga_id: str | None = None
+
+
+class HoldResult(BaseModel):
+    hold_id: str
+    status: str
+    amount: int
+
+
+class ReleaseHoldInput(BaseModel):
+    hold_id: str
+
+
+class CaptureHoldInput(BaseModel):
+    idempotency_key: str
+    hold_id: str
+    amount: int
+    credits: list[PostingSpec]
+    kind: str
+    description: str | None = None
+
+
+class RecordPaymentInput(BaseModel):
+    payment_id: str
+    idempotency_key: str
+    workflow_id: str
+    purpose: Literal["deposit", "checkout", "group_buy"]
+    owner: str
+    wallet_id: str | None
+    gateway: Gateway
+    amount: int
+    currency: str
+    expires_at: datetime | None
+
+
+class GatewayPayment(BaseModel):
+    """A gateway's payment object, normalised."""
+
+    gateway: Gateway
+    id: str
+    status: Literal["requires_action", "processing", "succeeded", "failed", "canceled", "expired"]
+    amount: int
+    currency: str
+    next_action: dict[str, Any] | None = None
+    failure_code: str | None = None
+
+
+class CreateGatewayPaymentInput(BaseModel):
+    payment_id: str
+    idempotency_key: str
+    gateway: Gateway
+    amount: int
+    currency: str
+    metadata: dict[str, str]
+    payment_method: str | None = None
+    description: str | None = None
+
+
+class GatewayPaymentRef(BaseModel):
+    payment_id: str
+    gateway: Gateway
+    gateway_payment_id: str
+
+
+class MarkPaymentInput(BaseModel):
+    payment_id: str
+    status: str | None = None
+    failure_code: str | None = None
+    credited: bool | None = None
+
+
+class RecordTransferInput(BaseModel):
+    transfer_id: str
+    workflow_id: str
+    owner: str
+    from_wallet_id: str
+    to_wallet_id: str
+    amount: int
+    currency: str
+    description: str | None
+
+
+class MarkTransferInput(BaseModel):
+    transfer_id: str
+    status: str
+    failure_code: str | None = None

@@ -1,0 +1,67 @@
+"""Workflow inputs, results and ``status`` query snapshots."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from payweave.contracts.payments import Gateway
+
+
+class PaymentEvent(BaseModel):
+    """Signal payload: a gateway told us (webhook, look-up or sweeper) what happened to a payment."""
+
+    gateway: Gateway
+    gateway_payment_id: str
+    event_id: str | None = None
+    failure_code: str | None = None
+
+
+class DepositInput(BaseModel):
+    deposit_id: str
+    owner: str
+    wallet_id: str
+    amount: int
+    currency: str
+    gateway: Gateway = "stripe"
+    payment_method: str | None = None
+    expires_in_seconds: int = 1800
+
+
+class DepositStatus(BaseModel):
+    id: str
+    status: str
+    owner: str
+    wallet_id: str
+    amount: int
+    currency: str
+    gateway: Gateway
+    gateway_payment_id: str | None = None
+    next_action: dict[str, Any] | None = None
+    failure_code: str | None = None
+    credited: bool = False
+    expires_at: datetime | None = None
+
+
+class TransferInput(BaseModel):
+    transfer_id: str
+    owner: str
+    from_wallet_id: str
+    to_wallet_id: str
+    amount: int
+    currency: str
+    description: str | None = None
+
+
+class TransferStatusView(BaseModel):
+    id: str
+    status: str
+    owner: str
+    from_wallet_id: str
+    to_wallet_id: str
+    amount: int
+    currency: str
+    description: str | None = None
+    failure_code: str | None = None

@@ -1,0 +1,77 @@
+"""Configuration from the environment (prefix ``PAYWEAVE_``), via pydantic-settings.
+
+Defaults point at the ports ``payweave dev`` uses, so the CLI works against a running dev stack without
+any configuration. ``payweave dev`` skips starting a part whose setting was given explicitly (environment
+or ``.env``): that is how you point the stack at a real PostgreSQL, Temporal cluster or gateway.
+Secrets are ``SecretStr`` so they never show up in a repr, a log line or an error.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The dev stack keeps its generated secrets (JWT secret, webhook secrets) here, so `payweave token`,
+# `payweave api` and `payweave worker` started by hand agree with a running `payweave dev`.
+DEV_DIR = Path(".payweave")
+DEV_ENV_FILE = DEV_DIR / "dev.env"
+
+DEV_POSTGRES_PORT = 55432
+DEV_TEMPORAL_PORT = 7233
+DEV_TEMPORAL_UI_PORT = 8233
+DEV_LOCALSTRIPE_PORT = 8420
+DEV_XENDIT_PORT = 8421
+DEV_API_PORT = 8000
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PAYWEAVE_", env_file=(".env", str(DEV_ENV_FILE)), extra="ignore"
+    )
+
+    wallet_database_url: str = f"postgresql+asyncpg://postgres@127.0.0.1:{DEV_POSTGRES_PORT}/payweave_wallet"
+    payments_database_url: str = (
+        f"postgresql+asyncpg://postgres@127.0.0.1:{DEV_POSTGRES_PORT}/payweave_payments"
+    )
+    database_pool_size: int = 10
+
+    temporal_address: str = f"127.0.0.1:{DEV_TEMPORAL_PORT}"
+    temporal_namespace: str = "default"
+    temporal_task_queue: str = "payweave"
+    temporal_tls: bool = False
+    temporal_api_key: SecretStr | None = None
+    temporal_ui_url: str = f"http://127.0.0.1:{DEV_TEMPORAL_UI_PORT}"
+
+    stripe_api_key: SecretStr = SecretStr("sk_test_payweave_localstripe")
+    # None → the real Stripe API; the dev stack points this at localstripe.
+    stripe_api_base: str | None = f"http://127.0.0.1:{DEV_LOCALSTRIPE_PORT}"
+    # Comma-separated: during a secret rotation both the old and the new secret are accepted.
+    stripe_webhook_secret: SecretStr = SecretStr("whsec_payweave_dev")
+
+    xendit_secret_key: SecretStr = SecretStr("xnd_development_payweave")
+    xendit_api_base: str | None = f"http://127.0.0.1:{DEV_XENDIT_PORT}"
+    xendit_callback_token: SecretStr = SecretStr("xendit_callback_dev")
+
+    jwt_secret: SecretStr | None = None
+    jwt_jwks_url: str | None = None
+    jwt_audience: str = "payweave"
+    jwt_issuer: str | None = None
+    jwt_leeway_seconds: int = 10
+
+    api_host: str = "127.0.0.1"
+    api_port: int = DEV_API_PORT
+    public_base_url: str = f"http://127.0.0.1:{DEV_API_PORT}"
+
+    deposit_expiry_seconds: int = Field(default=30 * 60, gt=0)
+    log_level: str = "INFO"
+
+    def stripe_webhook_secrets(self) -> list[str]:
+        return [s.strip() for s in self.stripe_webhook_secret.get_secret_value().split(",") if s.strip()]
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

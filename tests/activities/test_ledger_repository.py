@@ -1,0 +1,183 @@
+"""The ledger repository on a real PostgreSQL: keyed writes, concurrency, the CHECK constraints."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from db.engine import in_transaction
+from db.repositories import ledger
+from payweave import errors
+from payweave.contracts.ledger import Posting, Wallet
+
+
+async def new_wallet(engine: AsyncEngine, currency: str = "USD") -> Wallet:
+    async def work(conn: AsyncConnection) -> Wallet:
+        wallet, _ = await ledger.create_wallet(conn, wallet_id=f"wal_{uuid.uuid4().hex}",
+                                               owner=f"owner-{uuid.uuid4().hex}", currency=currency)
+        return wallet
+
+    return await in_transaction(engine, work)
+
+
+async def fund(engine: AsyncEngine, wallet: Wallet, amount: int) -> None:
+    async def work(conn: AsyncConnection) -> None:
+        clearing = await ledger.ensure_system_wallet(conn, "gateway_clearing", wallet.currency)
+        await ledger.post_journal(conn, idempotency_key=f"fund:{uuid.uuid4().hex}", kind="deposit",
+                                  currency=wallet.currency, postings=[Posting(wallet_id=clearing, amount=-amount),
+                                                                      Posting(wallet_id=wallet.id, amount=amount)])
+
+    await in_transaction(engine, work)
+
+
+async def read(engine: AsyncEngine, wallet_id: str) -> Wallet:
+    async def work(conn: AsyncConnection) -> Wallet | None:
+        return await ledger.get_wallet(conn, wallet_id)
+
+    wallet = await in_transaction(engine, work)
+    assert wallet is not None
+    return wallet
+
+
+async def test_concurrent_duplicate_journal_posts_have_one_effect(wallet_engine: AsyncEngine) -> None:
+    a, b = await new_wallet(wallet_engine), await new_wallet(wallet_engine)
+    await fund(wallet_engine, a, 1_000)
+    key = f"dup:{uuid.uuid4().hex}"
+
+    async def post(conn: AsyncConnection):  # type: ignore[no-untyped-def]
+        return await ledger.post_journal(conn, idempotency_key=key, kind="transfer", currency="USD",
+                                         postings=[Posting(wallet_id=a.id, amount=-300),
+                                                   Posting(wallet_id=b.id, amount=300)])
+
+    results = await asyncio.gather(*(in_transaction(wallet_engine, post) for _ in range(20)))
+    assert len({r.id for r in results}) == 1
+    assert sum(r.created for r in results) == 1
+    assert (await read(wallet_engine, a.id)).balance == 700
+    assert (await read(wallet_engine, b.id)).balance == 300
+
+
+async def test_concurrent_duplicate_holds_have_one_effect(wallet_engine: AsyncEngine) -> None:
+    a = await new_wallet(wallet_engine)
+    await fund(wallet_engine, a, 500)
+    key = f"hold:{uuid.uuid4().hex}"
+    expires = datetime.now(UTC) + timedelta(minutes=5)
+
+    async def hold(conn: AsyncConnection):  # type: ignore[no-untyped-def]
+        return await ledger.place_hold(conn, idempotency_key=key, hold_id=f"hld_{uuid.uuid4().hex}",
+                                       wallet_id=a.id, amount=200, currency="USD", expires_at=expires)
+
+    results = await asyncio.gather(*(in_transaction(wallet_engine, hold) for _ in range(10)))
+    assert len({h.id for h in results}) == 1
+    w = await read(wallet_engine, a.id)
+    assert (w.balance, w.held, w.available) == (500, 200, 300)
+
+
+async def test_200_concurrent_debits_on_a_wallet_funded_for_100_exactly_100_succeed(
+    wallet_engine: AsyncEngine,
+) -> None:
+    """QUALITY R19: no overdraft, and no serialization/deadlock error leaks to the caller."""
+    source, sink = await new_wallet(wallet_engine), await new_wallet(wallet_engine)
+    await fund(wallet_engine, source, 100)
+
+    async def debit(i: int) -> str:
+        async def work(conn: AsyncConnection) -> None:
+            await ledger.post_journal(conn, idempotency_key=f"r19:{source.id}:{i}", kind="transfer", currency="USD",
+                                      postings=[Posting(wallet_id=source.id, amount=-1),
+                                                Posting(wallet_id=sink.id, amount=1)])
+
+        try:
+            await in_transaction(wallet_engine, work)
+            return "ok"
+        except errors.InsufficientFunds:
+            return "insufficient_funds"
+
+    outcomes = await asyncio.gather(*(debit(i) for i in range(200)))
+    assert outcomes.count("ok") == 100
+    assert outcomes.count("insufficient_funds") == 100
+    assert (await read(wallet_engine, source.id)).balance == 0
+    assert (await read(wallet_engine, sink.id)).balance == 100
+
+
+async def test_raw_sql_overdraft_is_rejected_by_the_check_constraint(wallet_engine: AsyncEngine) -> None:
+    """QUALITY R20: the database itself refuses a negative customer balance or held > balance."""
+    w = await new_wallet(wallet_engine)
+    await fund(wallet_engine, w, 50)
+    with pytest.raises(IntegrityError, match="wallets_customer_balance_nonnegative"):
+        async with wallet_engine.begin() as conn:
+            await conn.execute(text("UPDATE wallets SET balance = balance - 51 WHERE id = :id"), {"id": w.id})
+    with pytest.raises(IntegrityError, match="wallets_held_within_balance"):
+        async with wallet_engine.begin() as conn:
+            await conn.execute(text("UPDATE wallets SET held = 51 WHERE id = :id"), {"id": w.id})
+    assert (await read(wallet_engine, w.id)).balance == 50
+
+
+async def test_entries_are_immutable_and_journals_must_balance(wallet_engine: AsyncEngine) -> None:
+    w = await new_wallet(wallet_engine)
+    await fund(wallet_engine, w, 10)
+    with pytest.raises(DBAPIError, match="immutable"):
+        async with wallet_engine.begin() as conn:
+            await conn.execute(text("UPDATE entries SET amount = amount + 1 WHERE wallet_id = :id"), {"id": w.id})
+    with pytest.raises(DBAPIError, match="does not balance"):
+        async with wallet_engine.begin() as conn:
+            jid = (await conn.execute(text(
+                "INSERT INTO journals (idempotency_key, kind, currency) VALUES (:k, 'bad', 'USD') RETURNING id"),
+                {"k": uuid.uuid4().hex})).scalar_one()
+            await conn.execute(text(
+                "INSERT INTO entries (journal_id, wallet_id, amount, currency, balance_after) "
+                "VALUES (:j, :w, 5, 'USD', 15)"), {"j": jid, "w": w.id})
+    assert (await read(wallet_engine, w.id)).balance == 10
+
+
+async def test_hold_capture_partial_and_release(wallet_engine: AsyncEngine) -> None:
+    buyer, merchant = await new_wallet(wallet_engine), await new_wallet(wallet_engine)
+    await fund(wallet_engine, buyer, 1_000)
+    expires = datetime.now(UTC) + timedelta(minutes=5)
+
+    def place(amount: int):  # type: ignore[no-untyped-def]
+        async def work(conn: AsyncConnection):  # type: ignore[no-untyped-def]
+            return await ledger.place_hold(conn, idempotency_key=f"h:{uuid.uuid4().hex}",
+                                           hold_id=f"hld_{uuid.uuid4().hex}", wallet_id=buyer.id, amount=amount,
+                                           currency="USD", expires_at=expires)
+        return work
+
+    hold = await in_transaction(wallet_engine, place(600))
+    with pytest.raises(errors.InsufficientFunds):
+        await in_transaction(wallet_engine, place(600))  # only 400 available now
+    key = f"cap:{uuid.uuid4().hex}"
+
+    async def capture(conn: AsyncConnection):  # type: ignore[no-untyped-def]
+        return await ledger.capture_hold(conn, idempotency_key=key, hold_id=hold.id, amount=450, kind="checkout",
+                                         counter_postings=[Posting(wallet_id=merchant.id, amount=450)])
+
+    first, again = await in_transaction(wallet_engine, capture), await in_transaction(wallet_engine, capture)
+    assert first.id == again.id and first.created and not again.created
+    b = await read(wallet_engine, buyer.id)
+    assert (b.balance, b.held, b.available) == (550, 0, 550)
+    assert (await read(wallet_engine, merchant.id)).balance == 450
+
+    released_hold = await in_transaction(wallet_engine, place(500))
+
+    async def release(conn: AsyncConnection):  # type: ignore[no-untyped-def]
+        return await ledger.release_hold(conn, hold_id=released_hold.id)
+
+    await asyncio.gather(*(in_transaction(wallet_engine, release) for _ in range(5)))
+    b = await read(wallet_engine, buyer.id)
+    assert (b.balance, b.held) == (550, 0)
+
+
+@pytest.mark.parametrize("status,code", [("frozen", errors.WalletFrozen), ("closed", errors.WalletClosed)])
+async def test_inactive_wallets_refuse_postings(wallet_engine: AsyncEngine, status: str, code: type) -> None:
+    w = await new_wallet(wallet_engine)
+
+    async def set_status(conn: AsyncConnection) -> None:
+        await ledger.set_wallet_status(conn, w.id, status)
+
+    await in_transaction(wallet_engine, set_status)
+    with pytest.raises(code):
+        await fund(wallet_engine, w, 10)

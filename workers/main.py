@@ -1,0 +1,49 @@
+"""``payweave worker``: hosts every workflow and activity on the configured task queue."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from db.engine import make_engine
+from payweave.settings import Settings
+from workers.client import connect
+from workers.registry import WORKFLOWS, build_activities, gateways_from_settings
+
+log = logging.getLogger("payweave.worker")
+
+
+def build_worker(client: Client, settings: Settings, *, task_queue: str | None = None, **resources: object) -> Worker:
+    wallet_engine = resources.get("wallet_engine") or make_engine(settings.wallet_database_url,
+                                                                  pool_size=settings.database_pool_size)
+    payments_engine = resources.get("payments_engine") or make_engine(settings.payments_database_url,
+                                                                      pool_size=settings.database_pool_size)
+    gateways = resources.get("gateways") or gateways_from_settings(settings)
+    return Worker(
+        client,
+        task_queue=task_queue or settings.temporal_task_queue,
+        workflows=list(WORKFLOWS),
+        activities=build_activities(
+            wallet_engine=wallet_engine,  # type: ignore[arg-type]
+            payments_engine=payments_engine,  # type: ignore[arg-type]
+            gateways=gateways,  # type: ignore[arg-type]
+        ),
+        max_concurrent_activities=200,
+    )
+
+
+async def run_worker(settings: Settings) -> None:
+    client = await connect(settings)
+    worker = build_worker(client, settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("worker polling task queue %s on %s", settings.temporal_task_queue, settings.temporal_address)
+    async with worker:
+        await stop.wait()
+    log.info("worker stopped")

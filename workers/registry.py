@@ -1,0 +1,36 @@
+"""Which workflows and activities a payweave worker hosts, built once per worker process."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from activities.gateways.base import PaymentGateway
+from activities.gateways.stripe import StripeGateway
+from activities.payments import PaymentActivities
+from activities.wallet import LedgerActivities
+from payweave.settings import Settings
+from workflows.deposit import DepositWorkflow
+from workflows.transfer import TransferWorkflow
+
+WORKFLOWS: Sequence[type] = (DepositWorkflow, TransferWorkflow)
+
+
+def gateways_from_settings(settings: Settings) -> dict[str, PaymentGateway]:
+    return {
+        "stripe": StripeGateway(settings.stripe_api_key.get_secret_value(), settings.stripe_api_base),
+    }
+
+
+def build_activities(
+    *, wallet_engine: AsyncEngine, payments_engine: AsyncEngine, gateways: Mapping[str, PaymentGateway]
+) -> list[Callable[..., Any]]:
+    ledger = LedgerActivities(wallet_engine)
+    payments = PaymentActivities(payments_engine, gateways)
+    return [
+        ledger.post_journal, ledger.reverse_journal, ledger.place_hold, ledger.release_hold, ledger.capture_hold,
+        payments.record_payment, payments.create_gateway_payment, payments.get_gateway_payment,
+        payments.cancel_gateway_payment, payments.mark_payment, payments.record_transfer, payments.mark_transfer,
+    ]

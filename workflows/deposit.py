@@ -1,0 +1,190 @@
+"""DepositWorkflow — gateway → wallet (ARCHITECTURE §5.2).
+
+pending → awaiting_payment → succeeded (wallet credited: gateway_clearing −a, wallet +a)
+                           → failed | expired   (gateway object cancelled)
+
+The outcome comes from a webhook signal, or, when the expiry timer fires first, from cancelling the
+gateway object: a payment that won the race against the cancellation (a late success) is still credited,
+because the money arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.payments import PaymentActivities
+    from activities.wallet import LedgerActivities
+    from payweave.contracts.activities import (
+        CreateGatewayPaymentInput,
+        GatewayPayment,
+        GatewayPaymentRef,
+        MarkPaymentInput,
+        PostingSpec,
+        PostJournalInput,
+        RecordPaymentInput,
+    )
+    from payweave.contracts.sagas import DepositInput, DepositStatus, PaymentEvent
+    from payweave.ids import step_key
+
+from workflows.saga import DB_STEP, GATEWAY_STEP, business_code, set_search_attributes
+
+# While a payment is `processing` at the gateway we look it up this often, in case its webhook is lost.
+PROCESSING_POLL = timedelta(minutes=1)
+
+
+@workflow.defn
+class DepositWorkflow:
+    def __init__(self) -> None:
+        self._view: DepositStatus | None = None
+        self._outcome: str | None = None  # "succeeded" | "failed", first signal wins
+        self._failure_code: str | None = None
+        self._accepted: DepositStatus | None = None  # the deposit as first answered to the payer
+
+    @workflow.query
+    def status(self) -> DepositStatus | None:
+        return self._view
+
+    @workflow.update
+    async def accepted(self) -> DepositStatus:
+        """Waits until the gateway object exists; returns the deposit as the payer must see it (next_action).
+
+        Every caller gets the same snapshot, taken once, so retried POSTs answer identically (QUALITY R8).
+        """
+        await workflow.wait_condition(lambda: self._accepted is not None)
+        assert self._accepted is not None
+        return self._accepted
+
+    @workflow.query
+    def accepted_view(self) -> DepositStatus | None:
+        return self._accepted
+
+    def _accept(self) -> None:
+        if self._accepted is None:
+            self._accepted = self._view
+
+    @workflow.signal
+    def payment_succeeded(self, event: PaymentEvent) -> None:
+        if self._outcome is None:
+            self._outcome = "succeeded"
+
+    @workflow.signal
+    def payment_failed(self, event: PaymentEvent) -> None:
+        if self._outcome is None:
+            self._outcome = "failed"
+            self._failure_code = event.failure_code or "payment_failed"
+
+    def _update_view(self, **changes: object) -> None:
+        assert self._view is not None
+        self._view = self._view.model_copy(update=changes)
+        if "status" in changes:
+            set_search_attributes(status=str(changes["status"]))
+
+    @workflow.run
+    async def run(self, inp: DepositInput) -> DepositStatus:
+        wf_id = workflow.info().workflow_id
+        expires_at = workflow.now() + timedelta(seconds=inp.expires_in_seconds)
+        self._view = DepositStatus(
+            id=inp.deposit_id, status="pending", owner=inp.owner, wallet_id=inp.wallet_id, amount=inp.amount,
+            currency=inp.currency, gateway=inp.gateway, expires_at=expires_at,
+        )
+        set_search_attributes(kind="deposit", status="pending", owner=inp.owner, amount=inp.amount,
+                              currency=inp.currency)
+        await workflow.execute_activity_method(
+            PaymentActivities.record_payment,
+            RecordPaymentInput(
+                payment_id=inp.deposit_id, idempotency_key=step_key(wf_id, "payment"), workflow_id=wf_id,
+                purpose="deposit", owner=inp.owner, wallet_id=inp.wallet_id, gateway=inp.gateway,
+                amount=inp.amount, currency=inp.currency, expires_at=expires_at,
+            ),
+            **DB_STEP,
+        )
+        try:
+            payment = await workflow.execute_activity_method(
+                PaymentActivities.create_gateway_payment,
+                CreateGatewayPaymentInput(
+                    payment_id=inp.deposit_id, idempotency_key=step_key(wf_id, "gateway_payment"),
+                    gateway=inp.gateway, amount=inp.amount, currency=inp.currency,
+                    metadata={"workflow_id": wf_id, "payment_id": inp.deposit_id, "purpose": "deposit"},
+                    payment_method=inp.payment_method, description=f"payweave deposit {inp.deposit_id}",
+                ),
+                **GATEWAY_STEP,
+            )
+        except ActivityError as exc:
+            code = business_code(exc)
+            if code is None:
+                raise
+            return await self._finish(inp, "failed", code)
+
+        self._update_view(status="awaiting_payment" if payment.status != "failed" else "failed",
+                          gateway_payment_id=payment.id, next_action=payment.next_action,
+                          failure_code=payment.failure_code)
+        self._accept()
+        if payment.status == "failed":
+            return await self._finish(inp, "failed", payment.failure_code or "payment_failed")
+        if payment.status == "succeeded":
+            self._outcome = self._outcome or "succeeded"
+
+        ref = GatewayPaymentRef(payment_id=inp.deposit_id, gateway=inp.gateway, gateway_payment_id=payment.id)
+        remaining = (expires_at - workflow.now()).total_seconds()
+        try:
+            await workflow.wait_condition(lambda: self._outcome is not None, timeout=max(remaining, 0.001))
+        except asyncio.TimeoutError:
+            pass
+
+        if self._outcome == "succeeded":
+            return await self._credit(inp)
+        # Failed or expired: cancel the gateway object. Its answer is the truth: if the payment won the race,
+        # the money arrived and the wallet is credited (documented late-success behaviour).
+        final = await self._cancel_until_final(ref)
+        if final.status == "succeeded":
+            return await self._credit(inp)
+        if self._outcome == "failed":
+            return await self._finish(inp, "failed", self._failure_code)
+        return await self._finish(inp, "expired", "expired")
+
+    async def _cancel_until_final(self, ref: GatewayPaymentRef) -> GatewayPayment:
+        while True:
+            final = await workflow.execute_activity_method(
+                PaymentActivities.cancel_gateway_payment, ref, **GATEWAY_STEP
+            )
+            if final.status != "processing":
+                return final
+            # The gateway is still deciding: wait for its webhook, or look again after a while.
+            try:
+                await workflow.wait_condition(lambda: self._outcome == "succeeded", timeout=PROCESSING_POLL)
+                return final.model_copy(update={"status": "succeeded"})
+            except asyncio.TimeoutError:
+                continue
+
+    async def _credit(self, inp: DepositInput) -> DepositStatus:
+        wf_id = workflow.info().workflow_id
+        await workflow.execute_activity_method(
+            LedgerActivities.post_journal,
+            PostJournalInput(
+                idempotency_key=step_key(wf_id, "credit"), kind="deposit", currency=inp.currency,
+                postings=[PostingSpec(system="gateway_clearing", amount=-inp.amount),
+                          PostingSpec(wallet_id=inp.wallet_id, amount=inp.amount)],
+                description=f"deposit {inp.deposit_id} via {inp.gateway}", saga_id=wf_id,
+            ),
+            **DB_STEP,
+        )
+        self._update_view(credited=True)
+        return await self._finish(inp, "succeeded", None, credited=True)
+
+    async def _finish(
+        self, inp: DepositInput, status: str, failure_code: str | None, *, credited: bool | None = None
+    ) -> DepositStatus:
+        await workflow.execute_activity_method(
+            PaymentActivities.mark_payment,
+            MarkPaymentInput(payment_id=inp.deposit_id, status=status, failure_code=failure_code, credited=credited),
+            **DB_STEP,
+        )
+        self._update_view(status=status, failure_code=failure_code)
+        self._accept()
+        assert self._view is not None
+        return self._view

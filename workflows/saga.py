@@ -1,0 +1,67 @@
+"""What every saga shares: activity options, search attributes, compensations run in reverse."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributePair
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from payweave import search_attributes as sa
+
+# Money-moving steps retry until they succeed or fail for a business reason (non-retryable ApplicationError).
+# Every attempt carries the same step key, so a retry can never move money twice.
+MONEY_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), backoff_coefficient=2.0,
+                          maximum_interval=timedelta(seconds=30), maximum_attempts=0)
+DB_STEP = {"start_to_close_timeout": timedelta(seconds=30), "retry_policy": MONEY_RETRY}
+GATEWAY_STEP = {"start_to_close_timeout": timedelta(seconds=60), "retry_policy": MONEY_RETRY}
+
+
+def business_code(exc: BaseException) -> str | None:
+    """The stable code of a business failure raised by an activity, or None for anything else."""
+    cause = exc.cause if isinstance(exc, ActivityError) else exc
+    if isinstance(cause, ApplicationError) and cause.non_retryable and cause.type:
+        return cause.type
+    return None
+
+
+def set_search_attributes(
+    *, kind: str | None = None, status: str | None = None, owner: str | None = None,
+    amount: int | None = None, currency: str | None = None, order_id: str | None = None,
+) -> None:
+    pairs: list[SearchAttributePair[Any]] = []
+    for key, value in ((sa.PW_KIND, kind), (sa.PW_STATUS, status), (sa.PW_OWNER, owner), (sa.PW_AMOUNT, amount),
+                       (sa.PW_CURRENCY, currency), (sa.PW_ORDER_ID, order_id)):
+        if value is not None:
+            pairs.append(key.value_set(value))
+    if pairs:
+        workflow.upsert_search_attributes(pairs)
+
+
+class Saga:
+    """Compensations, registered before the step they undo, run in reverse; each retried until it succeeds.
+
+    A compensation must be harmless when its step did nothing (it looks up what the step did by key).
+    """
+
+    def __init__(self) -> None:
+        self._compensations: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
+
+    def add(self, name: str, compensation: Callable[[], Awaitable[Any]]) -> None:
+        self._compensations.append((name, compensation))
+
+    def discard(self, name: str) -> None:
+        self._compensations = [c for c in self._compensations if c[0] != name]
+
+    async def compensate(self) -> list[str]:
+        done = []
+        while self._compensations:
+            name, compensation = self._compensations.pop()
+            workflow.logger.info("compensating %s", name)
+            await compensation()
+            done.append(name)
+        return done

@@ -1,0 +1,108 @@
+"""TransferWorkflow — wallet to wallet through ``transit``, rolled back when the destination refuses.
+
+source ──debit──▶ transit ──credit──▶ destination
+   ▲                  │
+   └───── reversal ───┘   (when the credit fails for a business reason: frozen, closed, missing, currency)
+
+The saga exists because wallets may live on different database shards: each leg is its own transaction.
+"""
+
+from __future__ import annotations
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.payments import PaymentActivities
+    from activities.wallet import LedgerActivities
+    from payweave.contracts.activities import (
+        MarkTransferInput,
+        PostingSpec,
+        PostJournalInput,
+        RecordTransferInput,
+        ReverseJournalInput,
+    )
+    from payweave.contracts.sagas import TransferInput, TransferStatusView
+    from payweave.ids import step_key
+
+from workflows.saga import DB_STEP, Saga, business_code, set_search_attributes
+
+
+@workflow.defn
+class TransferWorkflow:
+    def __init__(self) -> None:
+        self._view: TransferStatusView | None = None
+
+    @workflow.query
+    def status(self) -> TransferStatusView | None:
+        return self._view
+
+    async def _set_status(self, status: str, failure_code: str | None = None) -> None:
+        assert self._view is not None
+        self._view = self._view.model_copy(update={"status": status, "failure_code": failure_code})
+        set_search_attributes(status=status)
+        await workflow.execute_activity_method(
+            PaymentActivities.mark_transfer,
+            MarkTransferInput(transfer_id=self._view.id, status=status, failure_code=failure_code), **DB_STEP,
+        )
+
+    @workflow.run
+    async def run(self, inp: TransferInput) -> TransferStatusView:
+        wf_id = workflow.info().workflow_id
+        self._view = TransferStatusView(
+            id=inp.transfer_id, status="pending", owner=inp.owner, from_wallet_id=inp.from_wallet_id,
+            to_wallet_id=inp.to_wallet_id, amount=inp.amount, currency=inp.currency, description=inp.description,
+        )
+        set_search_attributes(kind="transfer", status="pending", owner=inp.owner, amount=inp.amount,
+                              currency=inp.currency)
+        await workflow.execute_activity_method(
+            PaymentActivities.record_transfer,
+            RecordTransferInput(
+                transfer_id=inp.transfer_id, workflow_id=wf_id, owner=inp.owner, from_wallet_id=inp.from_wallet_id,
+                to_wallet_id=inp.to_wallet_id, amount=inp.amount, currency=inp.currency, description=inp.description,
+            ),
+            **DB_STEP,
+        )
+
+        saga = Saga()
+        debit_key = step_key(wf_id, "debit")
+        saga.add("reverse_debit", lambda: workflow.execute_activity_method(
+            LedgerActivities.reverse_journal,
+            ReverseJournalInput(original_key=debit_key, idempotency_key=step_key(wf_id, "reverse_debit"),
+                                kind="transfer_reversal", description=f"transfer {inp.transfer_id} rolled back",
+                                saga_id=wf_id),
+            **DB_STEP,
+        ))
+        try:
+            await self._post(debit_key, "transfer_debit", inp, [
+                PostingSpec(wallet_id=inp.from_wallet_id, amount=-inp.amount),
+                PostingSpec(system="transit", amount=inp.amount),
+            ])
+            await self._set_status("debited")
+            await self._post(step_key(wf_id, "credit"), "transfer_credit", inp, [
+                PostingSpec(system="transit", amount=-inp.amount),
+                PostingSpec(wallet_id=inp.to_wallet_id, amount=inp.amount),
+            ])
+        except ActivityError as exc:
+            code = business_code(exc)
+            if code is None:
+                raise
+            await saga.compensate()
+            await self._set_status("failed", code)
+            return self._view
+        except BaseException:
+            # Cancellation (not an Exception) or a workflow bug: undo before giving up.
+            await saga.compensate()
+            await self._set_status("failed", "cancelled")
+            raise
+        await self._set_status("completed")
+        return self._view
+
+    async def _post(self, key: str, kind: str, inp: TransferInput, postings: list[PostingSpec]) -> None:
+        await workflow.execute_activity_method(
+            LedgerActivities.post_journal,
+            PostJournalInput(idempotency_key=key, kind=kind, currency=inp.currency, postings=postings,
+                             description=inp.description or f"transfer {inp.transfer_id}",
+                             saga_id=workflow.info().workflow_id),
+            **DB_STEP,
+        )
