@@ -7,13 +7,12 @@ closed, so any number of concurrent or later retries land on the one workflow.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from temporalio.client import Client, WorkflowHandle
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.common import TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from api.deps import request_hash
@@ -44,14 +43,14 @@ async def start_saga(
     arg: BaseModel,
     wf_id: str,
     task_queue: str,
-    search_attributes: Sequence[SearchAttributePair[Any]],
+    search_attributes: TypedSearchAttributes,
 ) -> WorkflowHandle[Any, Any]:
     try:
         return await client.start_workflow(
             run, arg, id=wf_id, task_queue=task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            search_attributes=TypedSearchAttributes(list(search_attributes)),
+            search_attributes=search_attributes,
         )
     except WorkflowAlreadyStartedError:
         return client.get_workflow_handle(wf_id)

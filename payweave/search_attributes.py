@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from temporalio.common import SearchAttributeKey
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 
 PW_KIND = SearchAttributeKey.for_keyword("PwKind")
 PW_STATUS = SearchAttributeKey.for_keyword("PwStatus")
@@ -18,3 +18,12 @@ def cli_flags() -> dict[str, str]:
     """Name → type, as ``temporal server start-dev --search-attribute NAME=TYPE`` wants them."""
     names = {"KEYWORD": "Keyword", "INT": "Int"}
     return {key.name: names[key.indexed_value_type.name] for key in ALL}
+
+
+def initial(*, kind: str, owner: str, amount: int, currency: str, status: str = "pending") -> TypedSearchAttributes:
+    """The attributes a saga starts with (the workflow upserts them at every state change)."""
+    return TypedSearchAttributes([
+        SearchAttributePair(PW_KIND, kind), SearchAttributePair(PW_STATUS, status),
+        SearchAttributePair(PW_OWNER, owner), SearchAttributePair(PW_AMOUNT, amount),
+        SearchAttributePair(PW_CURRENCY, currency),
+    ])

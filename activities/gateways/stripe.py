@@ -10,7 +10,9 @@ from activities.gateways import errors
 from payweave.contracts.activities import GatewayPayment
 
 
-def _normalise(intent: Any) -> GatewayPayment:
+def _normalise(obj: Any) -> GatewayPayment:
+    # SDK objects (StripeObject) are not dicts in stripe>=15; error bodies are plain dicts.
+    intent: dict[str, Any] = obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
     status = intent["status"]
     last_error = intent.get("last_payment_error")
     if status == "succeeded":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Response, status
 from sqlalchemy.ext.asyncio import AsyncConnection
 from temporalio.client import WorkflowUpdateFailedError
@@ -20,6 +22,9 @@ from payweave.errors import CurrencyMismatch, NotFound, WalletClosed, WalletFroz
 from workflows.deposit import DepositWorkflow
 
 router = APIRouter(tags=["deposits"])
+
+# How long a POST waits for the gateway object (and its next_action) before answering 202 without it.
+ACCEPT_TIMEOUT_SECONDS = 15
 
 
 def deposit_out(d: DepositStatus | Payment) -> DepositOut:
@@ -55,15 +60,16 @@ async def create_deposit(
     )
     handle = await start_saga(
         temporal, run=DepositWorkflow.run, arg=arg, wf_id=wf_id, task_queue=settings.temporal_task_queue,
-        search_attributes=[sa.PW_KIND.value_set("deposit"), sa.PW_STATUS.value_set("pending"),
-                           sa.PW_OWNER.value_set(user.sub), sa.PW_AMOUNT.value_set(body.amount),
-                           sa.PW_CURRENCY.value_set(wallet.currency)],
+        search_attributes=sa.initial(kind="deposit", owner=user.sub, amount=body.amount, currency=wallet.currency),
     )
     try:
-        accepted = await handle.execute_update(DepositWorkflow.accepted)
-    except (WorkflowUpdateFailedError, RPCError):
-        # The workflow already closed (a retry long after the first request): answer what was accepted then.
-        accepted = await handle.query(DepositWorkflow.accepted_view)
+        accepted = await asyncio.wait_for(handle.execute_update(DepositWorkflow.accepted), ACCEPT_TIMEOUT_SECONDS)
+    except (WorkflowUpdateFailedError, RPCError, TimeoutError):
+        # Closed already (a retry long after the first request): answer what was accepted then. Or the
+        # gateway is slow: answer the deposit as it stands; the saga goes on and GET shows the outcome.
+        accepted = await handle.query(DepositWorkflow.accepted_view) or await handle.query(DepositWorkflow.status)
+        if accepted is None:
+            raise
     response.headers["Location"] = f"/v1/deposits/{deposit_id}"
     return deposit_out(accepted)
 

@@ -43,9 +43,7 @@ async def create_transfer(
                         description=body.description)
     await start_saga(
         temporal, run=TransferWorkflow.run, arg=arg, wf_id=wf_id, task_queue=settings.temporal_task_queue,
-        search_attributes=[sa.PW_KIND.value_set("transfer"), sa.PW_STATUS.value_set("pending"),
-                           sa.PW_OWNER.value_set(user.sub), sa.PW_AMOUNT.value_set(body.amount),
-                           sa.PW_CURRENCY.value_set(body.currency)],
+        search_attributes=sa.initial(kind="transfer", owner=user.sub, amount=body.amount, currency=body.currency),
     )
     response.headers["Location"] = f"/v1/transfers/{transfer_id}"
     # The answer is what was accepted, the same for every retry of this key; GET shows the progress.

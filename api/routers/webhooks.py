@@ -14,7 +14,7 @@ from fastapi import APIRouter, Header, Request
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from stripe import SignatureVerificationError, WebhookSignature
 from temporalio.client import Client
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import PaymentsDB, SettingsDep, TemporalDep
 from db.engine import in_transaction
@@ -55,21 +55,27 @@ async def route_event(
     engine: AsyncEngine, temporal: Client, stored: WebhookEvent, signal: str | None, event: PaymentEvent
 ) -> None:
     """Signal the workflow; on failure leave the event unrouted (the sweeper retries it)."""
-    error = None
+    error: str | None = None
+    note: str | None = None
     if signal is None:
-        error = None
+        note = "not routed: event type has no saga signal"
     elif stored.workflow_id is None:
         error = "no owning workflow"
     else:
         try:
             await temporal.get_workflow_handle(stored.workflow_id).signal(signal, event)
         except RPCError as exc:
-            error = f"signal failed: {exc.status.name if exc.status else 'rpc error'}"
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                # The saga already finished (it learned the outcome first, e.g. from the gateway's answer).
+                # Nothing to deliver; the event stays stored for reconciliation.
+                note = "workflow closed"
+            else:
+                error = f"signal failed: {exc.status.name if exc.status else 'rpc error'}"
     if error:
         log.warning("webhook %s/%s not routed: %s", stored.provider, stored.event_id, error)
 
     async def mark(conn: AsyncConnection) -> None:
-        await payments_repo.mark_webhook_routed(conn, event_row_id=stored.id, error=error)
+        await payments_repo.mark_webhook_routed(conn, event_row_id=stored.id, error=error, note=note)
 
     await in_transaction(engine, mark)
 

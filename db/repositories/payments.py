@@ -254,13 +254,16 @@ async def store_webhook_event(
     return WebhookEvent.model_validate(dict(row._mapping)) if row else None
 
 
-async def mark_webhook_routed(conn: AsyncConnection, *, event_row_id: int, error: str | None = None) -> None:
+async def mark_webhook_routed(
+    conn: AsyncConnection, *, event_row_id: int, error: str | None = None, note: str | None = None
+) -> None:
+    """``error``: delivery failed, leave it for the sweeper. ``note``: done, with a remark for operators."""
     await conn.execute(
         text(
             "UPDATE webhook_events SET routed_at = CASE WHEN CAST(:error AS text) IS NULL THEN now() END, "
-            "route_error = :error WHERE id = :id"
+            "route_error = coalesce(:error, :note) WHERE id = :id"
         ),
-        {"id": event_row_id, "error": error},
+        {"id": event_row_id, "error": error, "note": note},
     )
 
 

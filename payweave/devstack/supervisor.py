@@ -82,12 +82,12 @@ def with_project_on_pythonpath(env: Mapping[str, str] | None = None) -> dict[str
 
 
 def _pump_output(name: str, stream: IO[bytes], width: int) -> None:
-    prefix = f"{name:<{width}} | ".encode()
-    out = sys.stdout.buffer
+    prefix = f"{name:<{width}} | "
     for line in iter(stream.readline, b""):
-        with contextlib.suppress(OSError, ValueError):
-            out.write(prefix + line)
-            out.flush()
+        with contextlib.suppress(OSError, ValueError):  # our stdout went away: keep draining the pipe
+            # Looked up per line: sys.stdout may be swapped (pytest capture) while the child runs.
+            sys.stdout.write(prefix + line.decode(errors="replace"))
+            sys.stdout.flush()
     stream.close()
 
 
