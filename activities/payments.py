@@ -35,9 +35,17 @@ class PaymentActivities:
     async def record_payment(self, inp: RecordPaymentInput) -> Payment:
         async def work(conn: AsyncConnection) -> Payment:
             return await repo.create_payment(
-                conn, payment_id=inp.payment_id, idempotency_key=inp.idempotency_key, workflow_id=inp.workflow_id,
-                purpose=inp.purpose, owner=inp.owner, wallet_id=inp.wallet_id, gateway=inp.gateway,
-                amount=inp.amount, currency=inp.currency, expires_at=inp.expires_at,
+                conn,
+                payment_id=inp.payment_id,
+                idempotency_key=inp.idempotency_key,
+                workflow_id=inp.workflow_id,
+                purpose=inp.purpose,
+                owner=inp.owner,
+                wallet_id=inp.wallet_id,
+                gateway=inp.gateway,
+                amount=inp.amount,
+                currency=inp.currency,
+                expires_at=inp.expires_at,
             )
 
         return await in_transaction(self._engine, work)
@@ -51,13 +59,20 @@ class PaymentActivities:
         """
         async with business_errors():
             payment = await self._gateway(inp.gateway).create_payment(
-                idempotency_key=inp.idempotency_key, amount=inp.amount, currency=inp.currency,
-                metadata=inp.metadata, payment_method=inp.payment_method, description=inp.description,
+                idempotency_key=inp.idempotency_key,
+                amount=inp.amount,
+                currency=inp.currency,
+                metadata=inp.metadata,
+                payment_method=inp.payment_method,
+                description=inp.description,
             )
 
         async def record(conn: AsyncConnection) -> None:
             await repo.update_payment(
-                conn, payment_id=inp.payment_id, gateway_payment_id=payment.id, next_action=payment.next_action,
+                conn,
+                payment_id=inp.payment_id,
+                gateway_payment_id=payment.id,
+                next_action=payment.next_action,
                 status="failed" if payment.status == "failed" else "awaiting_payment",
                 failure_code=payment.failure_code,
             )
@@ -80,7 +95,10 @@ class PaymentActivities:
     async def mark_payment(self, inp: MarkPaymentInput) -> Payment:
         async def work(conn: AsyncConnection) -> Payment:
             return await repo.update_payment(
-                conn, payment_id=inp.payment_id, status=inp.status, failure_code=inp.failure_code,
+                conn,
+                payment_id=inp.payment_id,
+                status=inp.status,
+                failure_code=inp.failure_code,
                 credited=inp.credited,
             )
 
@@ -91,9 +109,15 @@ class PaymentActivities:
     async def record_transfer(self, inp: RecordTransferInput) -> Transfer:
         async def work(conn: AsyncConnection) -> Transfer:
             return await repo.create_transfer(
-                conn, transfer_id=inp.transfer_id, workflow_id=inp.workflow_id, owner=inp.owner,
-                from_wallet_id=inp.from_wallet_id, to_wallet_id=inp.to_wallet_id, amount=inp.amount,
-                currency=inp.currency, description=inp.description,
+                conn,
+                transfer_id=inp.transfer_id,
+                workflow_id=inp.workflow_id,
+                owner=inp.owner,
+                from_wallet_id=inp.from_wallet_id,
+                to_wallet_id=inp.to_wallet_id,
+                amount=inp.amount,
+                currency=inp.currency,
+                description=inp.description,
             )
 
         return await in_transaction(self._engine, work)

@@ -43,8 +43,13 @@ class LedgerActivities:
         async def work(conn: AsyncConnection) -> JournalResult:
             postings = await _resolve(conn, inp.postings, inp.currency)
             journal = await ledger.post_journal(
-                conn, idempotency_key=inp.idempotency_key, kind=inp.kind, currency=inp.currency,
-                postings=postings, description=inp.description, saga_id=inp.saga_id,
+                conn,
+                idempotency_key=inp.idempotency_key,
+                kind=inp.kind,
+                currency=inp.currency,
+                postings=postings,
+                description=inp.description,
+                saga_id=inp.saga_id,
             )
             return JournalResult(journal_id=journal.id, created=journal.created)
 
@@ -64,9 +69,14 @@ class LedgerActivities:
             if original is None:
                 return JournalResult(journal_id=None, created=False)
             journal = await ledger.post_journal(
-                conn, idempotency_key=inp.idempotency_key, kind=inp.kind, currency=original.currency,
+                conn,
+                idempotency_key=inp.idempotency_key,
+                kind=inp.kind,
+                currency=original.currency,
                 postings=[Posting(wallet_id=e.wallet_id, amount=-e.amount) for e in original.entries],
-                description=inp.description, saga_id=inp.saga_id, compensation=True,
+                description=inp.description,
+                saga_id=inp.saga_id,
+                compensation=True,
             )
             return JournalResult(journal_id=journal.id, created=journal.created)
 
@@ -77,8 +87,14 @@ class LedgerActivities:
     async def place_hold(self, inp: PlaceHoldInput) -> HoldResult:
         async def work(conn: AsyncConnection) -> HoldResult:
             hold = await ledger.place_hold(
-                conn, idempotency_key=inp.idempotency_key, hold_id=inp.hold_id, wallet_id=inp.wallet_id,
-                amount=inp.amount, currency=inp.currency, expires_at=inp.expires_at, saga_id=inp.saga_id,
+                conn,
+                idempotency_key=inp.idempotency_key,
+                hold_id=inp.hold_id,
+                wallet_id=inp.wallet_id,
+                amount=inp.amount,
+                currency=inp.currency,
+                expires_at=inp.expires_at,
+                saga_id=inp.saga_id,
             )
             return HoldResult(hold_id=hold.id, status=hold.status, amount=hold.amount)
 
@@ -101,8 +117,13 @@ class LedgerActivities:
             currency = hold.currency if hold else ""
             credits = await _resolve(conn, inp.credits, currency)
             journal = await ledger.capture_hold(
-                conn, idempotency_key=inp.idempotency_key, hold_id=inp.hold_id, amount=inp.amount,
-                counter_postings=credits, kind=inp.kind, description=inp.description,
+                conn,
+                idempotency_key=inp.idempotency_key,
+                hold_id=inp.hold_id,
+                amount=inp.amount,
+                counter_postings=credits,
+                kind=inp.kind,
+                description=inp.description,
             )
             return JournalResult(journal_id=journal.id, created=journal.created)
 

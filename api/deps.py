@@ -45,7 +45,8 @@ def get_current_user(
 
 def get_idempotency_key(
     idempotency_key: Annotated[
-        str | None, Header(alias="Idempotency-Key", description="Required on money-moving POSTs (≤ 255 chars)")
+        str | None,
+        Header(alias="Idempotency-Key", description="Required on money-moving POSTs (≤ 255 chars)"),
     ] = None,
 ) -> str:
     if not idempotency_key or not idempotency_key.strip():

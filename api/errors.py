@@ -15,8 +15,15 @@ from payweave.errors import PayweaveError
 log = logging.getLogger("payweave.api")
 PROBLEM_BASE = "https://payweave.dev/problems/"
 
-_HTTP_CODES = {401: "unauthenticated", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-               409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type"}
+_HTTP_CODES = {
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
 
 
 def problem(status: int, code: str, title: str, detail: str | None = None, **extra: Any) -> JSONResponse:
@@ -51,7 +58,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = _HTTP_CODES.get(exc.status_code, "validation_error" if exc.status_code < 500 else "internal_error")
+        code = _HTTP_CODES.get(
+            exc.status_code, "validation_error" if exc.status_code < 500 else "internal_error"
+        )
         return problem(exc.status_code, code, str(exc.detail))
 
     @app.exception_handler(Exception)

@@ -25,9 +25,12 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
 
         app.state.settings = settings
         app.state.verifier = TokenVerifier(settings)
-        app.state.wallet_engine = make_engine(settings.wallet_database_url, pool_size=settings.database_pool_size)
-        app.state.payments_engine = make_engine(settings.payments_database_url,
-                                                pool_size=settings.database_pool_size)
+        app.state.wallet_engine = make_engine(
+            settings.wallet_database_url, pool_size=settings.database_pool_size
+        )
+        app.state.payments_engine = make_engine(
+            settings.payments_database_url, pool_size=settings.database_pool_size
+        )
         app.state.temporal = temporal or await connect(settings)
         try:
             yield

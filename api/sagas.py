@@ -26,12 +26,15 @@ def saga_ids(kind: str, owner: str, idempotency_key: str, prefix: str) -> tuple[
     return wf_id, derived_id(prefix, wf_id)
 
 
-async def claim_key(engine: AsyncEngine, *, wf_id: str, resource_id: str, scope: str, body: BaseModel) -> None:
+async def claim_key(
+    engine: AsyncEngine, *, wf_id: str, resource_id: str, scope: str, body: BaseModel
+) -> None:
     digest = request_hash(scope, body)
 
     async def work(conn: AsyncConnection) -> None:
-        await payments_repo.claim_idempotency_key(conn, workflow_id=wf_id, request_hash=digest,
-                                                  resource_id=resource_id)
+        await payments_repo.claim_idempotency_key(
+            conn, workflow_id=wf_id, request_hash=digest, resource_id=resource_id
+        )
 
     await in_transaction(engine, work)
 
@@ -47,7 +50,10 @@ async def start_saga(
 ) -> WorkflowHandle[Any, Any]:
     try:
         return await client.start_workflow(
-            run, arg, id=wf_id, task_queue=task_queue,
+            run,
+            arg,
+            id=wf_id,
+            task_queue=task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             search_attributes=search_attributes,

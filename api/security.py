@@ -8,6 +8,7 @@ by configuration, so a token cannot choose its own (``alg=none`` and HS/RS confu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import jwt
 
@@ -16,8 +17,9 @@ from payweave.settings import Settings
 
 PERMISSIONS: dict[str, frozenset[str]] = {
     "customer": frozenset({"wallets:own", "deposits:create", "transfers:create", "checkouts:create"}),
-    "merchant": frozenset({"wallets:own", "deposits:create", "transfers:create", "checkouts:create",
-                           "products:write"}),
+    "merchant": frozenset(
+        {"wallets:own", "deposits:create", "transfers:create", "checkouts:create", "products:write"}
+    ),
     "factory": frozenset({"wallets:own", "deposits:create", "transfers:create", "group_buys:manage"}),
     "operator": frozenset({"wallets:read_any", "wallets:freeze", "sagas:read_any", "group_buys:cancel_any"}),
     "service": frozenset({"wallets:own", "deposits:create", "transfers:create", "checkouts:create"}),
@@ -41,7 +43,9 @@ class Principal:
 class TokenVerifier:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._jwks = jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True) if settings.jwt_jwks_url else None
+        self._jwks = (
+            jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True) if settings.jwt_jwks_url else None
+        )
 
     def verify(self, authorization: str | None) -> Principal:
         if not authorization:
@@ -66,12 +70,26 @@ class TokenVerifier:
 
     def _decode(self, token: str) -> dict[str, object]:
         s = self._settings
-        options = {"require": ["exp", "sub", "aud"]}
+        options: Any = {"require": ["exp", "sub", "aud"]}
         if self._jwks is not None:
             key = self._jwks.get_signing_key_from_jwt(token).key
-            return jwt.decode(token, key, algorithms=["RS256"], audience=s.jwt_audience, issuer=s.jwt_issuer,
-                              leeway=s.jwt_leeway_seconds, options=options)  # type: ignore[arg-type]
+            return jwt.decode(
+                token,
+                key,
+                algorithms=["RS256"],
+                audience=s.jwt_audience,
+                issuer=s.jwt_issuer,
+                leeway=s.jwt_leeway_seconds,
+                options=options,
+            )
         if s.jwt_secret is None:
             raise jwt.InvalidKeyError("no JWT secret configured")
-        return jwt.decode(token, s.jwt_secret.get_secret_value(), algorithms=["HS256"], audience=s.jwt_audience,
-                          issuer=s.jwt_issuer, leeway=s.jwt_leeway_seconds, options=options)  # type: ignore[arg-type]
+        return jwt.decode(
+            token,
+            s.jwt_secret.get_secret_value(),
+            algorithms=["HS256"],
+            audience=s.jwt_audience,
+            issuer=s.jwt_issuer,
+            leeway=s.jwt_leeway_seconds,
+            options=options,
+        )

@@ -13,41 +13,71 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 CHECKS: dict[str, tuple[str, str]] = {
-    "I1 journal sums to zero": ("wallet", """
+    "I1 journal sums to zero": (
+        "wallet",
+        """
         SELECT j.id AS journal, coalesce(sum(e.amount), 0) AS total, count(e.id) AS entries
         FROM journals j LEFT JOIN entries e ON e.journal_id = j.id
-        GROUP BY j.id HAVING coalesce(sum(e.amount), 0) <> 0 OR count(e.id) < 2"""),
-    "I1 entry currency matches journal": ("wallet", """
+        GROUP BY j.id HAVING coalesce(sum(e.amount), 0) <> 0 OR count(e.id) < 2""",
+    ),
+    "I1 entry currency matches journal": (
+        "wallet",
+        """
         SELECT e.id AS entry, e.currency, j.currency AS journal_currency
-        FROM entries e JOIN journals j ON j.id = e.journal_id WHERE e.currency <> j.currency"""),
-    "I2 balance equals sum of entries": ("wallet", """
+        FROM entries e JOIN journals j ON j.id = e.journal_id WHERE e.currency <> j.currency""",
+    ),
+    "I2 balance equals sum of entries": (
+        "wallet",
+        """
         SELECT w.id AS wallet, w.balance, coalesce(s.total, 0) AS entries_total
         FROM wallets w LEFT JOIN (SELECT wallet_id, sum(amount) AS total FROM entries GROUP BY wallet_id) s
              ON s.wallet_id = w.id
-        WHERE w.balance <> coalesce(s.total, 0)"""),
-    "I2 balance equals newest balance_after": ("wallet", """
+        WHERE w.balance <> coalesce(s.total, 0)""",
+    ),
+    "I2 balance equals newest balance_after": (
+        "wallet",
+        """
         SELECT w.id AS wallet, w.balance, last.balance_after
         FROM wallets w JOIN LATERAL (SELECT balance_after FROM entries e WHERE e.wallet_id = w.id
                                      ORDER BY e.id DESC LIMIT 1) last ON true
-        WHERE w.balance <> last.balance_after"""),
-    "I2 held equals open holds": ("wallet", """
+        WHERE w.balance <> last.balance_after""",
+    ),
+    "I2 held equals open holds": (
+        "wallet",
+        """
         SELECT w.id AS wallet, w.held, coalesce(h.total, 0) AS open_holds
         FROM wallets w LEFT JOIN (SELECT wallet_id, sum(amount) AS total FROM holds WHERE status = 'open'
                                   GROUP BY wallet_id) h ON h.wallet_id = w.id
-        WHERE w.held <> coalesce(h.total, 0)"""),
-    "I3 customer wallet not below zero, held within balance": ("wallet", """
+        WHERE w.held <> coalesce(h.total, 0)""",
+    ),
+    "I3 customer wallet not below zero, held within balance": (
+        "wallet",
+        """
         SELECT id AS wallet, balance, held FROM wallets
-        WHERE kind = 'customer' AND (balance < 0 OR held < 0 OR held > balance)"""),
-    "I4 one journal per step key": ("wallet", """
-        SELECT idempotency_key, count(*) AS journals FROM journals GROUP BY idempotency_key HAVING count(*) > 1"""),
-    "I4 one hold per step key": ("wallet", """
-        SELECT idempotency_key, count(*) AS holds FROM holds GROUP BY idempotency_key HAVING count(*) > 1"""),
-    "I4 one payment per gateway object": ("payments", """
+        WHERE kind = 'customer' AND (balance < 0 OR held < 0 OR held > balance)""",
+    ),
+    "I4 one journal per step key": (
+        "wallet",
+        """
+        SELECT idempotency_key, count(*) AS journals FROM journals GROUP BY idempotency_key HAVING count(*) > 1""",
+    ),
+    "I4 one hold per step key": (
+        "wallet",
+        """
+        SELECT idempotency_key, count(*) AS holds FROM holds GROUP BY idempotency_key HAVING count(*) > 1""",
+    ),
+    "I4 one payment per gateway object": (
+        "payments",
+        """
         SELECT gateway, gateway_payment_id, count(*) AS payments FROM payments
-        WHERE gateway_payment_id IS NOT NULL GROUP BY gateway, gateway_payment_id HAVING count(*) > 1"""),
-    "I4 a succeeded deposit is credited exactly once": ("payments", """
+        WHERE gateway_payment_id IS NOT NULL GROUP BY gateway, gateway_payment_id HAVING count(*) > 1""",
+    ),
+    "I4 a succeeded deposit is credited exactly once": (
+        "payments",
+        """
         SELECT id AS deposit, status, credited FROM payments
-        WHERE purpose = 'deposit' AND status = 'succeeded' AND NOT credited"""),
+        WHERE purpose = 'deposit' AND status = 'succeeded' AND NOT credited""",
+    ),
 }
 
 
@@ -68,7 +98,9 @@ class Report:
         return not self.violations
 
 
-async def verify_ledger(wallet_engine: AsyncEngine, payments_engine: AsyncEngine, *, limit: int = 20) -> Report:
+async def verify_ledger(
+    wallet_engine: AsyncEngine, payments_engine: AsyncEngine, *, limit: int = 20
+) -> Report:
     report = Report()
     engines = {"wallet": wallet_engine, "payments": payments_engine}
     for name, (db, sql) in CHECKS.items():
@@ -81,5 +113,7 @@ async def verify_ledger(wallet_engine: AsyncEngine, payments_engine: AsyncEngine
             report.violations.append(Violation(name, [dict(r) for r in rows]))
     async with wallet_engine.connect() as conn:
         for table in ("wallets", "journals", "entries", "holds"):
-            report.stats[table] = int((await conn.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one())
+            report.stats[table] = int(
+                (await conn.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one()
+            )
     return report

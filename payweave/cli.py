@@ -17,8 +17,9 @@ console = Console(stderr=True)
 
 
 def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
@@ -34,8 +35,13 @@ def cmd_api(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     _configure_logging(settings)
-    uvicorn.run(create_app(settings), host=args.host or settings.api_host, port=args.port or settings.api_port,
-                log_level=settings.log_level.lower(), access_log=False)
+    uvicorn.run(
+        create_app(settings),
+        host=args.host or settings.api_host,
+        port=args.port or settings.api_port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+    )
     return 0
 
 
@@ -61,8 +67,9 @@ def cmd_token(args: argparse.Namespace) -> int:
     from payweave.tokens import issue_token
 
     try:
-        token = issue_token(get_settings(), sub=args.sub, roles=args.role or ["customer"],
-                            ttl_seconds=args.ttl)
+        token = issue_token(
+            get_settings(), sub=args.sub, roles=args.role or ["customer"], ttl_seconds=args.ttl
+        )
     except (RuntimeError, ValueError) as exc:
         console.print(f"[red]{exc}[/red]")
         return 2
@@ -84,7 +91,9 @@ async def _verify(settings: Settings) -> int:
     if report.ok:
         console.print(f"[green]ledger OK[/green]: {len(report.checked)} checks passed ({stats})")
         return 0
-    console.print(f"[red]ledger INVALID[/red]: {len(report.violations)} of {len(report.checked)} checks failed")
+    console.print(
+        f"[red]ledger INVALID[/red]: {len(report.violations)} of {len(report.checked)} checks failed"
+    )
     for violation in report.violations:
         table = Table(title=violation.check, title_style="bold red")
         for column in violation.rows[0]:
@@ -102,8 +111,9 @@ def cmd_ledger_verify(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="payweave", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("dev", help="run the whole platform locally (Postgres, Temporal + UI, localstripe, worker, API)"
-                   ).set_defaults(func=cmd_dev)
+    sub.add_parser(
+        "dev", help="run the whole platform locally (Postgres, Temporal + UI, localstripe, worker, API)"
+    ).set_defaults(func=cmd_dev)
     api = sub.add_parser("api", help="run the HTTP API")
     api.add_argument("--host")
     api.add_argument("--port", type=int)
@@ -112,13 +122,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="migrate the wallet and payments databases").set_defaults(func=cmd_migrate)
     token = sub.add_parser("token", help="issue a development JWT")
     token.add_argument("--sub", required=True, help="subject (user id)")
-    token.add_argument("--role", action="append", help="role (repeatable): customer merchant factory operator service")
+    token.add_argument(
+        "--role", action="append", help="role (repeatable): customer merchant factory operator service"
+    )
     token.add_argument("--ttl", type=int, default=24 * 3600, help="lifetime in seconds")
     token.set_defaults(func=cmd_token)
     ledger = sub.add_parser("ledger", help="ledger tools")
     ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True)
-    ledger_sub.add_parser("verify", help="check ledger invariants I1–I4; non-zero exit on violation"
-                          ).set_defaults(func=cmd_ledger_verify)
+    ledger_sub.add_parser(
+        "verify", help="check ledger invariants I1–I4; non-zero exit on violation"
+    ).set_defaults(func=cmd_ledger_verify)
     return parser
 
 

@@ -78,8 +78,19 @@ class GatewayDeclined(PayweaveError):
 BUSINESS_ERRORS: dict[str, type[PayweaveError]] = {
     cls.code: cls
     for cls in (
-        InsufficientFunds, WalletFrozen, WalletClosed, WalletNotFound, CurrencyMismatch, InvalidAmount,
-        IdempotencyKeyReused, NotFound, Forbidden, Unauthenticated, ValidationFailed, Conflict, HoldNotOpen,
+        InsufficientFunds,
+        WalletFrozen,
+        WalletClosed,
+        WalletNotFound,
+        CurrencyMismatch,
+        InvalidAmount,
+        IdempotencyKeyReused,
+        NotFound,
+        Forbidden,
+        Unauthenticated,
+        ValidationFailed,
+        Conflict,
+        HoldNotOpen,
         GatewayDeclined,
     )
 }

@@ -12,10 +12,33 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict
 
 # ISO-4217 minor-unit exponents for the currencies payweave accepts.
 CURRENCY_EXPONENTS: dict[str, int] = {
-    "USD": 2, "EUR": 2, "GBP": 2, "SGD": 2, "AUD": 2, "CAD": 2, "CHF": 2, "HKD": 2, "MYR": 2, "PHP": 2,
-    "THB": 2, "INR": 2, "CNY": 2, "NZD": 2, "SEK": 2, "NOK": 2, "DKK": 2, "MXN": 2, "BRL": 2,
-    "IDR": 2, "VND": 0, "JPY": 0, "KRW": 0, "CLP": 0,
-    "BHD": 3, "KWD": 3, "JOD": 3,
+    "USD": 2,
+    "EUR": 2,
+    "GBP": 2,
+    "SGD": 2,
+    "AUD": 2,
+    "CAD": 2,
+    "CHF": 2,
+    "HKD": 2,
+    "MYR": 2,
+    "PHP": 2,
+    "THB": 2,
+    "INR": 2,
+    "CNY": 2,
+    "NZD": 2,
+    "SEK": 2,
+    "NOK": 2,
+    "DKK": 2,
+    "MXN": 2,
+    "BRL": 2,
+    "IDR": 2,
+    "VND": 0,
+    "JPY": 0,
+    "KRW": 0,
+    "CLP": 0,
+    "BHD": 3,
+    "KWD": 3,
+    "JOD": 3,
 }
 
 # Largest amount a PostgreSQL BIGINT (and so a wallet balance) can hold.

@@ -20,10 +20,16 @@ def cli_flags() -> dict[str, str]:
     return {key.name: names[key.indexed_value_type.name] for key in ALL}
 
 
-def initial(*, kind: str, owner: str, amount: int, currency: str, status: str = "pending") -> TypedSearchAttributes:
+def initial(
+    *, kind: str, owner: str, amount: int, currency: str, status: str = "pending"
+) -> TypedSearchAttributes:
     """The attributes a saga starts with (the workflow upserts them at every state change)."""
-    return TypedSearchAttributes([
-        SearchAttributePair(PW_KIND, kind), SearchAttributePair(PW_STATUS, status),
-        SearchAttributePair(PW_OWNER, owner), SearchAttributePair(PW_AMOUNT, amount),
-        SearchAttributePair(PW_CURRENCY, currency),
-    ])
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(PW_KIND, kind),
+            SearchAttributePair(PW_STATUS, status),
+            SearchAttributePair(PW_OWNER, owner),
+            SearchAttributePair(PW_AMOUNT, amount),
+            SearchAttributePair(PW_CURRENCY, currency),
+        ]
+    )

@@ -18,8 +18,13 @@ def issue_token(settings: Settings, *, sub: str, roles: list[str], ttl_seconds: 
     if unknown:
         raise ValueError(f"unknown roles: {', '.join(sorted(unknown))}")
     now = int(time.time())
-    claims: dict[str, object] = {"sub": sub, "roles": roles, "aud": settings.jwt_audience, "iat": now,
-                                 "exp": now + ttl_seconds}
+    claims: dict[str, object] = {
+        "sub": sub,
+        "roles": roles,
+        "aud": settings.jwt_audience,
+        "iat": now,
+        "exp": now + ttl_seconds,
+    }
     if settings.jwt_issuer:
         claims["iss"] = settings.jwt_issuer
     return jwt.encode(claims, settings.jwt_secret.get_secret_value(), algorithm="HS256")

@@ -135,16 +135,20 @@ async def api_url(
     settings: Settings, temporal: Client, worker: None, migrated: None, api_port: int, localstripe: str
 ) -> AsyncIterator[str]:
     app = create_app(settings, temporal=temporal)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=api_port, log_level="warning",
-                                           lifespan="on", access_log=False))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=api_port, log_level="warning", lifespan="on", access_log=False
+        )
+    )
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
             task.result()
         await asyncio.sleep(0.01)
     base = f"http://127.0.0.1:{api_port}"
-    await asyncio.to_thread(configure_webhook, localstripe, f"{base}/v1/webhooks/stripe", WEBHOOK_SECRET,
-                            f"tests-{api_port}")
+    await asyncio.to_thread(
+        configure_webhook, localstripe, f"{base}/v1/webhooks/stripe", WEBHOOK_SECRET, f"tests-{api_port}"
+    )
     yield base
     server.should_exit = True
     await task

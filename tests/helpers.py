@@ -16,7 +16,9 @@ def idem(key: str | None = None) -> dict[str, str]:
     return {"Idempotency-Key": key or uuid.uuid4().hex}
 
 
-async def create_wallet(http: httpx.AsyncClient, auth: dict[str, str], currency: str = "USD") -> dict[str, Any]:
+async def create_wallet(
+    http: httpx.AsyncClient, auth: dict[str, str], currency: str = "USD"
+) -> dict[str, Any]:
     r = await http.post("/v1/wallets", json={"currency": currency}, headers=auth)
     assert r.status_code in (200, 201), r.text
     return r.json()  # type: ignore[no-any-return]
@@ -32,8 +34,11 @@ async def deposit(
     http: httpx.AsyncClient, auth: dict[str, str], wallet_id: str, amount: int, pm: str = "pm_card_visa"
 ) -> dict[str, Any]:
     """A server-confirmed Stripe deposit, waited until the webhook credited the wallet."""
-    r = await http.post(f"/v1/wallets/{wallet_id}/deposits", json={"amount": amount, "payment_method": pm},
-                        headers={**auth, **idem()})
+    r = await http.post(
+        f"/v1/wallets/{wallet_id}/deposits",
+        json={"amount": amount, "payment_method": pm},
+        headers={**auth, **idem()},
+    )
     assert r.status_code == 202, r.text
     return await until_terminal(http, auth, f"/v1/deposits/{r.json()['id']}")
 

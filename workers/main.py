@@ -17,11 +17,15 @@ from workers.registry import WORKFLOWS, build_activities, gateways_from_settings
 log = logging.getLogger("payweave.worker")
 
 
-def build_worker(client: Client, settings: Settings, *, task_queue: str | None = None, **resources: object) -> Worker:
-    wallet_engine = resources.get("wallet_engine") or make_engine(settings.wallet_database_url,
-                                                                  pool_size=settings.database_pool_size)
-    payments_engine = resources.get("payments_engine") or make_engine(settings.payments_database_url,
-                                                                      pool_size=settings.database_pool_size)
+def build_worker(
+    client: Client, settings: Settings, *, task_queue: str | None = None, **resources: object
+) -> Worker:
+    wallet_engine = resources.get("wallet_engine") or make_engine(
+        settings.wallet_database_url, pool_size=settings.database_pool_size
+    )
+    payments_engine = resources.get("payments_engine") or make_engine(
+        settings.payments_database_url, pool_size=settings.database_pool_size
+    )
     gateways = resources.get("gateways") or gateways_from_settings(settings)
     return Worker(
         client,

@@ -30,7 +30,16 @@ def build_activities(
     ledger = LedgerActivities(wallet_engine)
     payments = PaymentActivities(payments_engine, gateways)
     return [
-        ledger.post_journal, ledger.reverse_journal, ledger.place_hold, ledger.release_hold, ledger.capture_hold,
-        payments.record_payment, payments.create_gateway_payment, payments.get_gateway_payment,
-        payments.cancel_gateway_payment, payments.mark_payment, payments.record_transfer, payments.mark_transfer,
+        ledger.post_journal,
+        ledger.reverse_journal,
+        ledger.place_hold,
+        ledger.release_hold,
+        ledger.capture_hold,
+        payments.record_payment,
+        payments.create_gateway_payment,
+        payments.get_gateway_payment,
+        payments.cancel_gateway_payment,
+        payments.mark_payment,
+        payments.record_transfer,
+        payments.mark_transfer,
     ]

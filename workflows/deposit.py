@@ -10,7 +10,6 @@ because the money arrived.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
@@ -31,7 +30,7 @@ with workflow.unsafe.imports_passed_through():
     from payweave.contracts.sagas import DepositInput, DepositStatus, PaymentEvent
     from payweave.ids import step_key
 
-from workflows.saga import DB_STEP, GATEWAY_STEP, business_code, set_search_attributes
+from workflows.saga import business_code, db_step, gateway_step, set_search_attributes
 
 # While a payment is `processing` at the gateway we look it up this often, in case its webhook is lost.
 PROCESSING_POLL = timedelta(minutes=1)
@@ -89,30 +88,46 @@ class DepositWorkflow:
         wf_id = workflow.info().workflow_id
         expires_at = workflow.now() + timedelta(seconds=inp.expires_in_seconds)
         self._view = DepositStatus(
-            id=inp.deposit_id, status="pending", owner=inp.owner, wallet_id=inp.wallet_id, amount=inp.amount,
-            currency=inp.currency, gateway=inp.gateway, expires_at=expires_at,
+            id=inp.deposit_id,
+            status="pending",
+            owner=inp.owner,
+            wallet_id=inp.wallet_id,
+            amount=inp.amount,
+            currency=inp.currency,
+            gateway=inp.gateway,
+            expires_at=expires_at,
         )
-        set_search_attributes(kind="deposit", status="pending", owner=inp.owner, amount=inp.amount,
-                              currency=inp.currency)
-        await workflow.execute_activity_method(
+        set_search_attributes(
+            kind="deposit", status="pending", owner=inp.owner, amount=inp.amount, currency=inp.currency
+        )
+        await db_step(
             PaymentActivities.record_payment,
             RecordPaymentInput(
-                payment_id=inp.deposit_id, idempotency_key=step_key(wf_id, "payment"), workflow_id=wf_id,
-                purpose="deposit", owner=inp.owner, wallet_id=inp.wallet_id, gateway=inp.gateway,
-                amount=inp.amount, currency=inp.currency, expires_at=expires_at,
+                payment_id=inp.deposit_id,
+                idempotency_key=step_key(wf_id, "payment"),
+                workflow_id=wf_id,
+                purpose="deposit",
+                owner=inp.owner,
+                wallet_id=inp.wallet_id,
+                gateway=inp.gateway,
+                amount=inp.amount,
+                currency=inp.currency,
+                expires_at=expires_at,
             ),
-            **DB_STEP,
         )
         try:
-            payment = await workflow.execute_activity_method(
+            payment = await gateway_step(
                 PaymentActivities.create_gateway_payment,
                 CreateGatewayPaymentInput(
-                    payment_id=inp.deposit_id, idempotency_key=step_key(wf_id, "gateway_payment"),
-                    gateway=inp.gateway, amount=inp.amount, currency=inp.currency,
+                    payment_id=inp.deposit_id,
+                    idempotency_key=step_key(wf_id, "gateway_payment"),
+                    gateway=inp.gateway,
+                    amount=inp.amount,
+                    currency=inp.currency,
                     metadata={"workflow_id": wf_id, "payment_id": inp.deposit_id, "purpose": "deposit"},
-                    payment_method=inp.payment_method, description=f"payweave deposit {inp.deposit_id}",
+                    payment_method=inp.payment_method,
+                    description=f"payweave deposit {inp.deposit_id}",
                 ),
-                **GATEWAY_STEP,
             )
         except ActivityError as exc:
             code = business_code(exc)
@@ -120,9 +135,12 @@ class DepositWorkflow:
                 raise
             return await self._finish(inp, "failed", code)
 
-        self._update_view(status="awaiting_payment" if payment.status != "failed" else "failed",
-                          gateway_payment_id=payment.id, next_action=payment.next_action,
-                          failure_code=payment.failure_code)
+        self._update_view(
+            status="awaiting_payment" if payment.status != "failed" else "failed",
+            gateway_payment_id=payment.id,
+            next_action=payment.next_action,
+            failure_code=payment.failure_code,
+        )
         self._accept()
         if payment.status == "failed":
             return await self._finish(inp, "failed", payment.failure_code or "payment_failed")
@@ -133,7 +151,7 @@ class DepositWorkflow:
         remaining = (expires_at - workflow.now()).total_seconds()
         try:
             await workflow.wait_condition(lambda: self._outcome is not None, timeout=max(remaining, 0.001))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
         if self._outcome == "succeeded":
@@ -149,29 +167,31 @@ class DepositWorkflow:
 
     async def _cancel_until_final(self, ref: GatewayPaymentRef) -> GatewayPayment:
         while True:
-            final = await workflow.execute_activity_method(
-                PaymentActivities.cancel_gateway_payment, ref, **GATEWAY_STEP
-            )
+            final = await gateway_step(PaymentActivities.cancel_gateway_payment, ref)
             if final.status != "processing":
                 return final
             # The gateway is still deciding: wait for its webhook, or look again after a while.
             try:
                 await workflow.wait_condition(lambda: self._outcome == "succeeded", timeout=PROCESSING_POLL)
                 return final.model_copy(update={"status": "succeeded"})
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 continue
 
     async def _credit(self, inp: DepositInput) -> DepositStatus:
         wf_id = workflow.info().workflow_id
-        await workflow.execute_activity_method(
+        await db_step(
             LedgerActivities.post_journal,
             PostJournalInput(
-                idempotency_key=step_key(wf_id, "credit"), kind="deposit", currency=inp.currency,
-                postings=[PostingSpec(system="gateway_clearing", amount=-inp.amount),
-                          PostingSpec(wallet_id=inp.wallet_id, amount=inp.amount)],
-                description=f"deposit {inp.deposit_id} via {inp.gateway}", saga_id=wf_id,
+                idempotency_key=step_key(wf_id, "credit"),
+                kind="deposit",
+                currency=inp.currency,
+                postings=[
+                    PostingSpec(system="gateway_clearing", amount=-inp.amount),
+                    PostingSpec(wallet_id=inp.wallet_id, amount=inp.amount),
+                ],
+                description=f"deposit {inp.deposit_id} via {inp.gateway}",
+                saga_id=wf_id,
             ),
-            **DB_STEP,
         )
         self._update_view(credited=True)
         return await self._finish(inp, "succeeded", None, credited=True)
@@ -179,10 +199,11 @@ class DepositWorkflow:
     async def _finish(
         self, inp: DepositInput, status: str, failure_code: str | None, *, credited: bool | None = None
     ) -> DepositStatus:
-        await workflow.execute_activity_method(
+        await db_step(
             PaymentActivities.mark_payment,
-            MarkPaymentInput(payment_id=inp.deposit_id, status=status, failure_code=failure_code, credited=credited),
-            **DB_STEP,
+            MarkPaymentInput(
+                payment_id=inp.deposit_id, status=status, failure_code=failure_code, credited=credited
+            ),
         )
         self._update_view(status=status, failure_code=failure_code)
         self._accept()

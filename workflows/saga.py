@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributePair
+from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -15,10 +15,31 @@ with workflow.unsafe.imports_passed_through():
 
 # Money-moving steps retry until they succeed or fail for a business reason (non-retryable ApplicationError).
 # Every attempt carries the same step key, so a retry can never move money twice.
-MONEY_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), backoff_coefficient=2.0,
-                          maximum_interval=timedelta(seconds=30), maximum_attempts=0)
-DB_STEP = {"start_to_close_timeout": timedelta(seconds=30), "retry_policy": MONEY_RETRY}
-GATEWAY_STEP = {"start_to_close_timeout": timedelta(seconds=60), "retry_policy": MONEY_RETRY}
+MONEY_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=0,
+)
+DB_TIMEOUT = timedelta(seconds=30)
+GATEWAY_TIMEOUT = timedelta(seconds=60)
+
+A = TypeVar("A")
+R = TypeVar("R")
+
+
+def db_step(activity: Callable[[Any, A], Awaitable[R]], arg: A) -> Awaitable[R]:
+    """Run a database activity method: retried until it succeeds or fails for a business reason."""
+    return workflow.execute_activity_method(
+        activity, arg, start_to_close_timeout=DB_TIMEOUT, retry_policy=MONEY_RETRY
+    )
+
+
+def gateway_step(activity: Callable[[Any, A], Awaitable[R]], arg: A) -> Awaitable[R]:
+    """Run a gateway activity method (same key on every attempt; unknown outcomes resolved by look-up)."""
+    return workflow.execute_activity_method(
+        activity, arg, start_to_close_timeout=GATEWAY_TIMEOUT, retry_policy=MONEY_RETRY
+    )
 
 
 def business_code(exc: BaseException) -> str | None:
@@ -30,16 +51,28 @@ def business_code(exc: BaseException) -> str | None:
 
 
 def set_search_attributes(
-    *, kind: str | None = None, status: str | None = None, owner: str | None = None,
-    amount: int | None = None, currency: str | None = None, order_id: str | None = None,
+    *,
+    kind: str | None = None,
+    status: str | None = None,
+    owner: str | None = None,
+    amount: int | None = None,
+    currency: str | None = None,
+    order_id: str | None = None,
 ) -> None:
-    pairs: list[SearchAttributePair[Any]] = []
-    for key, value in ((sa.PW_KIND, kind), (sa.PW_STATUS, status), (sa.PW_OWNER, owner), (sa.PW_AMOUNT, amount),
-                       (sa.PW_CURRENCY, currency), (sa.PW_ORDER_ID, order_id)):
-        if value is not None:
-            pairs.append(key.value_set(value))
-    if pairs:
-        workflow.upsert_search_attributes(pairs)
+    updates: list[SearchAttributeUpdate[Any]] = []
+    for key, text_value in (
+        (sa.PW_KIND, kind),
+        (sa.PW_STATUS, status),
+        (sa.PW_OWNER, owner),
+        (sa.PW_CURRENCY, currency),
+        (sa.PW_ORDER_ID, order_id),
+    ):
+        if text_value is not None:
+            updates.append(key.value_set(text_value))
+    if amount is not None:
+        updates.append(sa.PW_AMOUNT.value_set(amount))
+    if updates:
+        workflow.upsert_search_attributes(updates)
 
 
 class Saga:

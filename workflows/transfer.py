@@ -25,7 +25,7 @@ with workflow.unsafe.imports_passed_through():
     from payweave.contracts.sagas import TransferInput, TransferStatusView
     from payweave.ids import step_key
 
-from workflows.saga import DB_STEP, Saga, business_code, set_search_attributes
+from workflows.saga import Saga, business_code, db_step, set_search_attributes
 
 
 @workflow.defn
@@ -41,48 +41,76 @@ class TransferWorkflow:
         assert self._view is not None
         self._view = self._view.model_copy(update={"status": status, "failure_code": failure_code})
         set_search_attributes(status=status)
-        await workflow.execute_activity_method(
+        await db_step(
             PaymentActivities.mark_transfer,
-            MarkTransferInput(transfer_id=self._view.id, status=status, failure_code=failure_code), **DB_STEP,
+            MarkTransferInput(transfer_id=self._view.id, status=status, failure_code=failure_code),
         )
 
     @workflow.run
     async def run(self, inp: TransferInput) -> TransferStatusView:
         wf_id = workflow.info().workflow_id
         self._view = TransferStatusView(
-            id=inp.transfer_id, status="pending", owner=inp.owner, from_wallet_id=inp.from_wallet_id,
-            to_wallet_id=inp.to_wallet_id, amount=inp.amount, currency=inp.currency, description=inp.description,
+            id=inp.transfer_id,
+            status="pending",
+            owner=inp.owner,
+            from_wallet_id=inp.from_wallet_id,
+            to_wallet_id=inp.to_wallet_id,
+            amount=inp.amount,
+            currency=inp.currency,
+            description=inp.description,
         )
-        set_search_attributes(kind="transfer", status="pending", owner=inp.owner, amount=inp.amount,
-                              currency=inp.currency)
-        await workflow.execute_activity_method(
+        set_search_attributes(
+            kind="transfer", status="pending", owner=inp.owner, amount=inp.amount, currency=inp.currency
+        )
+        await db_step(
             PaymentActivities.record_transfer,
             RecordTransferInput(
-                transfer_id=inp.transfer_id, workflow_id=wf_id, owner=inp.owner, from_wallet_id=inp.from_wallet_id,
-                to_wallet_id=inp.to_wallet_id, amount=inp.amount, currency=inp.currency, description=inp.description,
+                transfer_id=inp.transfer_id,
+                workflow_id=wf_id,
+                owner=inp.owner,
+                from_wallet_id=inp.from_wallet_id,
+                to_wallet_id=inp.to_wallet_id,
+                amount=inp.amount,
+                currency=inp.currency,
+                description=inp.description,
             ),
-            **DB_STEP,
         )
 
         saga = Saga()
         debit_key = step_key(wf_id, "debit")
-        saga.add("reverse_debit", lambda: workflow.execute_activity_method(
-            LedgerActivities.reverse_journal,
-            ReverseJournalInput(original_key=debit_key, idempotency_key=step_key(wf_id, "reverse_debit"),
-                                kind="transfer_reversal", description=f"transfer {inp.transfer_id} rolled back",
-                                saga_id=wf_id),
-            **DB_STEP,
-        ))
+        saga.add(
+            "reverse_debit",
+            lambda: db_step(
+                LedgerActivities.reverse_journal,
+                ReverseJournalInput(
+                    original_key=debit_key,
+                    idempotency_key=step_key(wf_id, "reverse_debit"),
+                    kind="transfer_reversal",
+                    description=f"transfer {inp.transfer_id} rolled back",
+                    saga_id=wf_id,
+                ),
+            ),
+        )
         try:
-            await self._post(debit_key, "transfer_debit", inp, [
-                PostingSpec(wallet_id=inp.from_wallet_id, amount=-inp.amount),
-                PostingSpec(system="transit", amount=inp.amount),
-            ])
+            await self._post(
+                debit_key,
+                "transfer_debit",
+                inp,
+                [
+                    PostingSpec(wallet_id=inp.from_wallet_id, amount=-inp.amount),
+                    PostingSpec(system="transit", amount=inp.amount),
+                ],
+            )
             await self._set_status("debited")
-            await self._post(step_key(wf_id, "credit"), "transfer_credit", inp, [
-                PostingSpec(system="transit", amount=-inp.amount),
-                PostingSpec(wallet_id=inp.to_wallet_id, amount=inp.amount),
-            ])
+            await self._post(
+                step_key(wf_id, "credit"),
+                "transfer_credit",
+                inp,
+                [
+                    PostingSpec(system="transit", amount=-inp.amount),
+                    PostingSpec(wallet_id=inp.to_wallet_id, amount=inp.amount),
+                ],
+            )
         except ActivityError as exc:
             code = business_code(exc)
             if code is None:
@@ -99,10 +127,14 @@ class TransferWorkflow:
         return self._view
 
     async def _post(self, key: str, kind: str, inp: TransferInput, postings: list[PostingSpec]) -> None:
-        await workflow.execute_activity_method(
+        await db_step(
             LedgerActivities.post_journal,
-            PostJournalInput(idempotency_key=key, kind=kind, currency=inp.currency, postings=postings,
-                             description=inp.description or f"transfer {inp.transfer_id}",
-                             saga_id=workflow.info().workflow_id),
-            **DB_STEP,
+            PostJournalInput(
+                idempotency_key=key,
+                kind=kind,
+                currency=inp.currency,
+                postings=postings,
+                description=inp.description or f"transfer {inp.transfer_id}",
+                saga_id=workflow.info().workflow_id,
+            ),
         )

@@ -27,12 +27,20 @@ def _normalise(obj: Any) -> GatewayPayment:
         state = "requires_action"
     next_action = None
     if state == "requires_action":
-        next_action = {"type": "stripe_client_secret", "payment_intent": intent["id"],
-                       "client_secret": intent.get("client_secret")}
+        next_action = {
+            "type": "stripe_client_secret",
+            "payment_intent": intent["id"],
+            "client_secret": intent.get("client_secret"),
+        }
     failure_code = (last_error or {}).get("code") if state == "failed" else None
     return GatewayPayment(
-        gateway="stripe", id=intent["id"], status=state, amount=int(intent["amount"]),
-        currency=str(intent["currency"]).upper(), next_action=next_action, failure_code=failure_code,
+        gateway="stripe",
+        id=intent["id"],
+        status=state,
+        amount=int(intent["amount"]),
+        currency=str(intent["currency"]).upper(),
+        next_action=next_action,
+        failure_code=failure_code,
     )
 
 
@@ -53,7 +61,7 @@ class StripeGateway:
     name = "stripe"
 
     def __init__(self, api_key: str, api_base: str | None = None) -> None:
-        base = {"api": api_base} if api_base else None
+        base: Any = {"api": api_base} if api_base else None
         # Retries belong to Temporal (same idempotency key on every attempt), not to the SDK.
         self._client = stripe.StripeClient(
             api_key, base_addresses=base, max_network_retries=0, http_client=stripe.HTTPXClient()
@@ -69,8 +77,12 @@ class StripeGateway:
         payment_method: str | None = None,
         description: str | None = None,
     ) -> GatewayPayment:
-        params: dict[str, Any] = {"amount": amount, "currency": currency.lower(), "metadata": metadata,
-                                  "payment_method_types": ["card"]}
+        params: dict[str, Any] = {
+            "amount": amount,
+            "currency": currency.lower(),
+            "metadata": metadata,
+            "payment_method_types": ["card"],
+        }
         if payment_method:
             # The payer already holds a PaymentMethod (Stripe.js or saved): create and confirm server-side.
             params.update(payment_method=payment_method, confirm=True)
@@ -81,11 +93,13 @@ class StripeGateway:
             )
         except stripe.CardError as exc:
             # A declined confirm still created the intent; Stripe returns it inside the error.
-            body = exc.json_body or {}
+            body: Any = exc.json_body or {}
             intent_data = (body.get("error") or {}).get("payment_intent")
             if intent_data:
                 failed = _normalise(intent_data)
-                return failed.model_copy(update={"status": "failed", "failure_code": exc.code or "card_declined"})
+                return failed.model_copy(
+                    update={"status": "failed", "failure_code": exc.code or "card_declined"}
+                )
             raise _classify(exc) from None
         except stripe.StripeError as exc:
             raise _classify(exc) from None

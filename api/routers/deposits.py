@@ -33,10 +33,19 @@ def deposit_out(d: DepositStatus | Payment) -> DepositOut:
     return DepositOut.model_validate(data)
 
 
-@router.post("/v1/wallets/{wallet_id}/deposits", status_code=status.HTTP_202_ACCEPTED, response_model=DepositOut)
+@router.post(
+    "/v1/wallets/{wallet_id}/deposits", status_code=status.HTTP_202_ACCEPTED, response_model=DepositOut
+)
 async def create_deposit(
-    wallet_id: str, body: CreateDeposit, user: CurrentUser, key: IdempotencyKey, wallets: WalletDB,
-    payments: PaymentsDB, temporal: TemporalDep, settings: SettingsDep, response: Response,
+    wallet_id: str,
+    body: CreateDeposit,
+    user: CurrentUser,
+    key: IdempotencyKey,
+    wallets: WalletDB,
+    payments: PaymentsDB,
+    temporal: TemporalDep,
+    settings: SettingsDep,
+    response: Response,
 ) -> DepositOut:
     """Start a deposit. With ``payment_method`` the payment is confirmed server-side; otherwise
     ``next_action`` carries the Stripe client secret the payer confirms with."""
@@ -54,20 +63,35 @@ async def create_deposit(
     wf_id, deposit_id = saga_ids("deposit", user.sub, key, "dep")
     await claim_key(payments, wf_id=wf_id, resource_id=deposit_id, scope=f"deposit:{wallet_id}", body=body)
     arg = DepositInput(
-        deposit_id=deposit_id, owner=user.sub, wallet_id=wallet_id, amount=body.amount, currency=wallet.currency,
-        gateway=body.gateway, payment_method=body.payment_method,
+        deposit_id=deposit_id,
+        owner=user.sub,
+        wallet_id=wallet_id,
+        amount=body.amount,
+        currency=wallet.currency,
+        gateway=body.gateway,
+        payment_method=body.payment_method,
         expires_in_seconds=body.expires_in or settings.deposit_expiry_seconds,
     )
     handle = await start_saga(
-        temporal, run=DepositWorkflow.run, arg=arg, wf_id=wf_id, task_queue=settings.temporal_task_queue,
-        search_attributes=sa.initial(kind="deposit", owner=user.sub, amount=body.amount, currency=wallet.currency),
+        temporal,
+        run=DepositWorkflow.run,
+        arg=arg,
+        wf_id=wf_id,
+        task_queue=settings.temporal_task_queue,
+        search_attributes=sa.initial(
+            kind="deposit", owner=user.sub, amount=body.amount, currency=wallet.currency
+        ),
     )
     try:
-        accepted = await asyncio.wait_for(handle.execute_update(DepositWorkflow.accepted), ACCEPT_TIMEOUT_SECONDS)
+        accepted = await asyncio.wait_for(
+            handle.execute_update(DepositWorkflow.accepted), ACCEPT_TIMEOUT_SECONDS
+        )
     except (WorkflowUpdateFailedError, RPCError, TimeoutError):
         # Closed already (a retry long after the first request): answer what was accepted then. Or the
         # gateway is slow: answer the deposit as it stands; the saga goes on and GET shows the outcome.
-        accepted = await handle.query(DepositWorkflow.accepted_view) or await handle.query(DepositWorkflow.status)
+        accepted = await handle.query("accepted_view", result_type=DepositStatus) or await handle.query(
+            "status", result_type=DepositStatus
+        )
         if accepted is None:
             raise
     response.headers["Location"] = f"/v1/deposits/{deposit_id}"

@@ -40,5 +40,6 @@ async def readyz(wallets: WalletDB, payments: PaymentsDB, temporal: TemporalDep)
 
     await asyncio.gather(db("wallet_db", wallets), db("payments_db", payments), temporal_check())
     ready = all(v == "ok" for v in checks.values())
-    return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks},
-                        status_code=200 if ready else 503)
+    return JSONResponse(
+        {"status": "ready" if ready else "not_ready", "checks": checks}, status_code=200 if ready else 503
+    )

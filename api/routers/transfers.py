@@ -22,8 +22,14 @@ router = APIRouter(prefix="/v1/transfers", tags=["transfers"])
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=TransferOut)
 async def create_transfer(
-    body: CreateTransfer, user: CurrentUser, key: IdempotencyKey, wallets: WalletDB, payments: PaymentsDB,
-    temporal: TemporalDep, settings: SettingsDep, response: Response,
+    body: CreateTransfer,
+    user: CurrentUser,
+    key: IdempotencyKey,
+    wallets: WalletDB,
+    payments: PaymentsDB,
+    temporal: TemporalDep,
+    settings: SettingsDep,
+    response: Response,
 ) -> TransferOut:
     """Move money from one of your wallets to any wallet. A destination that cannot be credited (frozen,
     closed, missing, other currency) fails the transfer with ``failure_code`` and restores the source."""
@@ -38,21 +44,36 @@ async def create_transfer(
 
     wf_id, transfer_id = saga_ids("transfer", user.sub, key, "tr")
     await claim_key(payments, wf_id=wf_id, resource_id=transfer_id, scope="transfer", body=body)
-    arg = TransferInput(transfer_id=transfer_id, owner=user.sub, from_wallet_id=body.from_wallet_id,
-                        to_wallet_id=body.to_wallet_id, amount=body.amount, currency=body.currency,
-                        description=body.description)
+    arg = TransferInput(
+        transfer_id=transfer_id,
+        owner=user.sub,
+        from_wallet_id=body.from_wallet_id,
+        to_wallet_id=body.to_wallet_id,
+        amount=body.amount,
+        currency=body.currency,
+        description=body.description,
+    )
     await start_saga(
-        temporal, run=TransferWorkflow.run, arg=arg, wf_id=wf_id, task_queue=settings.temporal_task_queue,
-        search_attributes=sa.initial(kind="transfer", owner=user.sub, amount=body.amount, currency=body.currency),
+        temporal,
+        run=TransferWorkflow.run,
+        arg=arg,
+        wf_id=wf_id,
+        task_queue=settings.temporal_task_queue,
+        search_attributes=sa.initial(
+            kind="transfer", owner=user.sub, amount=body.amount, currency=body.currency
+        ),
     )
     response.headers["Location"] = f"/v1/transfers/{transfer_id}"
     # The answer is what was accepted, the same for every retry of this key; GET shows the progress.
-    return TransferOut(id=transfer_id, status="pending", **body.model_dump(exclude={"currency"}),
-                       currency=body.currency)
+    return TransferOut(
+        id=transfer_id, status="pending", **body.model_dump(exclude={"currency"}), currency=body.currency
+    )
 
 
 @router.get("/{transfer_id}", response_model=TransferOut)
-async def get_transfer(transfer_id: str, user: CurrentUser, payments: PaymentsDB, temporal: TemporalDep) -> TransferOut:
+async def get_transfer(
+    transfer_id: str, user: CurrentUser, payments: PaymentsDB, temporal: TemporalDep
+) -> TransferOut:
     async def work(conn: AsyncConnection) -> Transfer | None:
         return await payments_repo.get_transfer(conn, transfer_id)
 

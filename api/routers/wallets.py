@@ -20,8 +20,16 @@ router = APIRouter(prefix="/v1/wallets", tags=["wallets"])
 
 
 def wallet_out(w: Wallet) -> WalletOut:
-    return WalletOut(id=w.id, owner=w.owner, currency=w.currency.strip(), status=w.status, balance=w.balance,
-                     held=w.held, available=w.available, created_at=w.created_at)
+    return WalletOut(
+        id=w.id,
+        owner=w.owner,
+        currency=w.currency.strip(),
+        status=w.status,
+        balance=w.balance,
+        held=w.held,
+        available=w.available,
+        created_at=w.created_at,
+    )
 
 
 async def visible_wallet(engine: AsyncEngine, user: Principal, wallet_id: str) -> Wallet:
@@ -31,8 +39,10 @@ async def visible_wallet(engine: AsyncEngine, user: Principal, wallet_id: str) -
         return await ledger.get_wallet(conn, wallet_id)
 
     wallet = await in_transaction(engine, work) if len(wallet_id) <= 64 else None
-    if wallet is None or wallet.kind != "customer" or (
-        wallet.owner != user.sub and not user.can("wallets:read_any")
+    if (
+        wallet is None
+        or wallet.kind != "customer"
+        or (wallet.owner != user.sub and not user.can("wallets:read_any"))
     ):
         raise WalletNotFound(f"wallet {wallet_id} not found")
     return wallet
@@ -44,7 +54,9 @@ async def create_wallet(body: CreateWallet, user: CurrentUser, db: WalletDB, res
     user.require("wallets:own")
 
     async def work(conn: AsyncConnection) -> tuple[Wallet, bool]:
-        return await ledger.create_wallet(conn, wallet_id=new_id("wal"), owner=user.sub, currency=body.currency)
+        return await ledger.create_wallet(
+            conn, wallet_id=new_id("wal"), owner=user.sub, currency=body.currency
+        )
 
     wallet, created = await in_transaction(db, work)
     if not created:
@@ -78,9 +90,19 @@ async def list_entries(
 
     async def work(conn: AsyncConnection) -> list[EntryOut]:
         rows = await ledger.list_entries(conn, wallet_id, limit=limit + 1, starting_after=starting_after)
-        return [EntryOut(id=e.id, journal_id=e.journal_id, amount=e.amount, currency=e.currency.strip(),
-                         balance_after=e.balance_after, kind=e.journal_kind, description=e.description,
-                         created_at=e.created_at) for e in rows]
+        return [
+            EntryOut(
+                id=e.id,
+                journal_id=e.journal_id,
+                amount=e.amount,
+                currency=e.currency.strip(),
+                balance_after=e.balance_after,
+                kind=e.journal_kind,
+                description=e.description,
+                created_at=e.created_at,
+            )
+            for e in rows
+        ]
 
     rows = await in_transaction(db, work)
     page = rows[:limit]

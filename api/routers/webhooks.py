@@ -94,7 +94,10 @@ async def _workflow_for(engine: AsyncEngine, gateway: str, obj: dict[str, Any]) 
 
 @router.post("/stripe", status_code=200)
 async def stripe_webhook(
-    request: Request, payments: PaymentsDB, temporal: TemporalDep, settings: SettingsDep,
+    request: Request,
+    payments: PaymentsDB,
+    temporal: TemporalDep,
+    settings: SettingsDep,
     stripe_signature: str | None = Header(default=None, alias="Stripe-Signature"),
 ) -> dict[str, Any]:
     payload = await request.body()
@@ -112,9 +115,13 @@ async def stripe_webhook(
 
     async def store(conn: AsyncConnection) -> WebhookEvent | None:
         return await payments_repo.store_webhook_event(
-            conn, provider="stripe", event_id=event_id, event_type=event_type,
+            conn,
+            provider="stripe",
+            event_id=event_id,
+            event_type=event_type,
             object_id=str(obj.get("id")) if isinstance(obj, dict) and obj.get("id") else None,
-            workflow_id=wf_id, payload=event,
+            workflow_id=wf_id,
+            payload=event,
         )
 
     stored = await in_transaction(payments, store)
@@ -123,8 +130,15 @@ async def stripe_webhook(
     signal = STRIPE_SIGNALS.get(event_type)
     failure = (obj.get("last_payment_error") or {}) if isinstance(obj, dict) else {}
     await route_event(
-        payments, temporal, stored, signal,
-        PaymentEvent(gateway="stripe", gateway_payment_id=str(obj.get("id")), event_id=event_id,
-                     failure_code=failure.get("code") if isinstance(failure, dict) else None),
+        payments,
+        temporal,
+        stored,
+        signal,
+        PaymentEvent(
+            gateway="stripe",
+            gateway_payment_id=str(obj.get("id")),
+            event_id=event_id,
+            failure_code=failure.get("code") if isinstance(failure, dict) else None,
+        ),
     )
     return {"received": True, "duplicate": False}

@@ -7,7 +7,9 @@ from alembic import op
 
 def split_statements(sql: str) -> list[str]:
     """Split on top-level ``;`` line ends, keeping ``$$ … $$`` function bodies whole."""
-    statements, current, in_body = [], [], False
+    statements: list[str] = []
+    current: list[str] = []
+    in_body = False
     for line in sql.splitlines():
         if not current and (not line.strip() or line.strip().startswith("--")):
             continue

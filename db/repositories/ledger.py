@@ -24,7 +24,9 @@ from payweave.contracts.ledger import Entry, Hold, Journal, Posting, Wallet
 SYSTEM_ACCOUNTS = ("gateway_clearing", "escrow", "transit", "platform_fees")
 
 _WALLET_COLUMNS = "id, owner, currency, kind, status, balance, held, created_at, updated_at"
-_HOLD_COLUMNS = "id, idempotency_key, wallet_id, amount, captured_amount, currency, status, saga_id, expires_at"
+_HOLD_COLUMNS = (
+    "id, idempotency_key, wallet_id, amount, captured_amount, currency, status, saga_id, expires_at"
+)
 
 
 def system_wallet_id(name: str, currency: str) -> str:
@@ -42,7 +44,9 @@ def _hold(row: Any) -> Hold:
 # --- wallets -------------------------------------------------------------------------------------------
 
 
-async def create_wallet(conn: AsyncConnection, *, wallet_id: str, owner: str, currency: str) -> tuple[Wallet, bool]:
+async def create_wallet(
+    conn: AsyncConnection, *, wallet_id: str, owner: str, currency: str
+) -> tuple[Wallet, bool]:
     """One wallet per (owner, currency): returns (wallet, created)."""
     row = (
         await conn.execute(
@@ -87,7 +91,9 @@ async def get_wallet(conn: AsyncConnection, wallet_id: str) -> Wallet | None:
 
 async def list_wallets(conn: AsyncConnection, owner: str) -> list[Wallet]:
     rows = await conn.execute(
-        text(f"SELECT {_WALLET_COLUMNS} FROM wallets WHERE owner = :owner AND kind = 'customer' ORDER BY created_at, id"),
+        text(
+            f"SELECT {_WALLET_COLUMNS} FROM wallets WHERE owner = :owner AND kind = 'customer' ORDER BY created_at, id"
+        ),
         {"owner": owner},
     )
     return [_wallet(r) for r in rows]
@@ -151,7 +157,9 @@ def _check_posting(
     if wallet.status == "closed":
         raise errors.WalletClosed(f"wallet {wallet_id} is closed")
     if amount < 0 and wallet.available + amount < 0:
-        raise errors.InsufficientFunds(f"wallet {wallet_id} has {wallet.available} available, needs {-amount}")
+        raise errors.InsufficientFunds(
+            f"wallet {wallet_id} has {wallet.available} available, needs {-amount}"
+        )
 
 
 async def find_journal(conn: AsyncConnection, idempotency_key: str) -> Journal | None:
@@ -171,8 +179,12 @@ async def find_journal(conn: AsyncConnection, idempotency_key: str) -> Journal |
         {"jid": row.id},
     )
     return Journal(
-        id=row.id, idempotency_key=row.idempotency_key, kind=row.kind, currency=row.currency.strip(),
-        entries=[Entry.model_validate(dict(e._mapping)) for e in entries], created=False,
+        id=row.id,
+        idempotency_key=row.idempotency_key,
+        kind=row.kind,
+        currency=row.currency.strip(),
+        entries=[Entry.model_validate(dict(e._mapping)) for e in entries],
+        created=False,
     )
 
 
@@ -201,8 +213,14 @@ async def post_journal(
                 "VALUES (:key, :kind, :currency, :description, :saga_id, :hold_id) "
                 "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
             ),
-            {"key": idempotency_key, "kind": kind, "currency": currency, "description": description,
-             "saga_id": saga_id, "hold_id": hold_id},
+            {
+                "key": idempotency_key,
+                "kind": kind,
+                "currency": currency,
+                "description": description,
+                "saga_id": saga_id,
+                "hold_id": hold_id,
+            },
         )
     ).scalar()
     if new_id is None:  # an earlier (or concurrent, now committed) attempt posted it
@@ -240,12 +258,23 @@ async def post_journal(
             "     WITH ORDINALITY AS d(wallet_id, amount, balance_after, n) ORDER BY d.n "
             "RETURNING id, journal_id, wallet_id, amount, currency, balance_after, created_at"
         ),
-        {"jid": new_id, "currency": currency, "wallets": [p.wallet_id for p in postings],
-         "amounts": [p.amount for p in postings], "afters": afters},
+        {
+            "jid": new_id,
+            "currency": currency,
+            "wallets": [p.wallet_id for p in postings],
+            "amounts": [p.amount for p in postings],
+            "afters": afters,
+        },
     )
     entries = sorted((Entry.model_validate(dict(r._mapping)) for r in rows), key=lambda e: e.id)
-    return Journal(id=new_id, idempotency_key=idempotency_key, kind=kind, currency=currency,
-                   entries=entries, created=True)
+    return Journal(
+        id=new_id,
+        idempotency_key=idempotency_key,
+        kind=kind,
+        currency=currency,
+        entries=entries,
+        created=True,
+    )
 
 
 # --- holds ---------------------------------------------------------------------------------------------
@@ -272,8 +301,15 @@ async def place_hold(
                 "VALUES (:id, :key, :wallet_id, :amount, :currency, :saga_id, :expires_at) "
                 f"ON CONFLICT (idempotency_key) DO NOTHING RETURNING {_HOLD_COLUMNS}"
             ),
-            {"id": hold_id, "key": idempotency_key, "wallet_id": wallet_id, "amount": amount,
-             "currency": currency, "saga_id": saga_id, "expires_at": expires_at},
+            {
+                "id": hold_id,
+                "key": idempotency_key,
+                "wallet_id": wallet_id,
+                "amount": amount,
+                "currency": currency,
+                "saga_id": saga_id,
+                "expires_at": expires_at,
+            },
         )
     ).first()
     if row is None:
@@ -289,15 +325,18 @@ async def place_hold(
 
 async def _hold_by_key(conn: AsyncConnection, idempotency_key: str) -> Hold:
     row = (
-        await conn.execute(text(f"SELECT {_HOLD_COLUMNS} FROM holds WHERE idempotency_key = :key"),
-                           {"key": idempotency_key})
+        await conn.execute(
+            text(f"SELECT {_HOLD_COLUMNS} FROM holds WHERE idempotency_key = :key"), {"key": idempotency_key}
+        )
     ).one()
     return _hold(row)
 
 
 async def get_hold(conn: AsyncConnection, hold_id: str, *, for_update: bool = False) -> Hold | None:
     lock = " FOR UPDATE" if for_update else ""
-    row = (await conn.execute(text(f"SELECT {_HOLD_COLUMNS} FROM holds WHERE id = :id{lock}"), {"id": hold_id})).first()
+    row = (
+        await conn.execute(text(f"SELECT {_HOLD_COLUMNS} FROM holds WHERE id = :id{lock}"), {"id": hold_id})
+    ).first()
     return _hold(row) if row else None
 
 
@@ -363,6 +402,12 @@ async def capture_hold(
     )
     postings = [Posting(wallet_id=hold.wallet_id, amount=-amount), *counter_postings]
     return await post_journal(
-        conn, idempotency_key=idempotency_key, kind=kind, currency=hold.currency, postings=postings,
-        description=description, saga_id=saga_id or hold.saga_id, hold_id=hold_id,
+        conn,
+        idempotency_key=idempotency_key,
+        kind=kind,
+        currency=hold.currency,
+        postings=postings,
+        description=description,
+        saga_id=saga_id or hold.saga_id,
+        hold_id=hold_id,
     )

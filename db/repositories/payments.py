@@ -25,7 +25,14 @@ _TRANSFER_COLUMNS = (
 )
 
 # A payment's status only moves forward: a late or duplicated event never un-pays a payment (R10, R12).
-_PAYMENT_RANK = {"pending": 0, "awaiting_payment": 1, "failed": 2, "expired": 2, "canceled": 2, "succeeded": 3}
+_PAYMENT_RANK = {
+    "pending": 0,
+    "awaiting_payment": 1,
+    "failed": 2,
+    "expired": 2,
+    "canceled": 2,
+    "succeeded": 3,
+}
 _TRANSFER_RANK = {"pending": 0, "debited": 1, "completed": 2, "failed": 2}
 
 
@@ -56,7 +63,9 @@ async def claim_idempotency_key(
         {"wf": workflow_id, "hash": request_hash, "rid": resource_id},
     )
     stored = (
-        await conn.execute(text("SELECT request_hash FROM idempotency_keys WHERE workflow_id = :wf"), {"wf": workflow_id})
+        await conn.execute(
+            text("SELECT request_hash FROM idempotency_keys WHERE workflow_id = :wf"), {"wf": workflow_id}
+        )
     ).scalar_one()
     if stored != request_hash:
         raise errors.IdempotencyKeyReused("this Idempotency-Key was used with a different request body")
@@ -86,9 +95,18 @@ async def create_payment(
                 "amount, currency, expires_at) VALUES (:id, :key, :wf, :purpose, :owner, :wallet_id, :gateway, "
                 f":amount, :currency, :expires_at) ON CONFLICT (idempotency_key) DO NOTHING RETURNING {_PAYMENT_COLUMNS}"
             ),
-            {"id": payment_id, "key": idempotency_key, "wf": workflow_id, "purpose": purpose, "owner": owner,
-             "wallet_id": wallet_id, "gateway": gateway, "amount": amount, "currency": currency,
-             "expires_at": expires_at},
+            {
+                "id": payment_id,
+                "key": idempotency_key,
+                "wf": workflow_id,
+                "purpose": purpose,
+                "owner": owner,
+                "wallet_id": wallet_id,
+                "gateway": gateway,
+                "amount": amount,
+                "currency": currency,
+                "expires_at": expires_at,
+            },
         )
     ).first()
     if row is not None:
@@ -99,11 +117,17 @@ async def create_payment(
 
 
 async def get_payment(conn: AsyncConnection, payment_id: str) -> Payment | None:
-    row = (await conn.execute(text(f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE id = :id"), {"id": payment_id})).first()
+    row = (
+        await conn.execute(
+            text(f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE id = :id"), {"id": payment_id}
+        )
+    ).first()
     return _payment(row) if row else None
 
 
-async def find_payment_by_gateway_id(conn: AsyncConnection, gateway: str, gateway_payment_id: str) -> Payment | None:
+async def find_payment_by_gateway_id(
+    conn: AsyncConnection, gateway: str, gateway_payment_id: str
+) -> Payment | None:
     row = (
         await conn.execute(
             text(f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE gateway = :g AND gateway_payment_id = :gid"),
@@ -125,7 +149,9 @@ async def update_payment(
 ) -> Payment:
     """Move a payment forward. A status that ranks below the current one is ignored, never applied."""
     current = (
-        await conn.execute(text(f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE id = :id FOR UPDATE"), {"id": payment_id})
+        await conn.execute(
+            text(f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE id = :id FOR UPDATE"), {"id": payment_id}
+        )
     ).first()
     if current is None:
         raise errors.NotFound(f"payment {payment_id} not found")
@@ -144,9 +170,14 @@ async def update_payment(
                 "credited = coalesce(:credited, credited), updated_at = now() "
                 f"WHERE id = :id RETURNING {_PAYMENT_COLUMNS}"
             ),
-            {"id": payment_id, "status": new_status, "gid": gateway_payment_id,
-             "next_action": json.dumps(next_action) if next_action is not None else None,
-             "failure_code": failure_code, "credited": credited},
+            {
+                "id": payment_id,
+                "status": new_status,
+                "gid": gateway_payment_id,
+                "next_action": json.dumps(next_action) if next_action is not None else None,
+                "failure_code": failure_code,
+                "credited": credited,
+            },
         )
     ).one()
     return _payment(row)
@@ -185,8 +216,16 @@ async def create_transfer(
                 "description) VALUES (:id, :wf, :owner, :src, :dst, :amount, :currency, :description) "
                 f"ON CONFLICT (workflow_id) DO NOTHING RETURNING {_TRANSFER_COLUMNS}"
             ),
-            {"id": transfer_id, "wf": workflow_id, "owner": owner, "src": from_wallet_id, "dst": to_wallet_id,
-             "amount": amount, "currency": currency, "description": description},
+            {
+                "id": transfer_id,
+                "wf": workflow_id,
+                "owner": owner,
+                "src": from_wallet_id,
+                "dst": to_wallet_id,
+                "amount": amount,
+                "currency": currency,
+                "description": description,
+            },
         )
     ).first()
     if row is not None:
@@ -198,7 +237,9 @@ async def create_transfer(
 
 async def get_transfer(conn: AsyncConnection, transfer_id: str) -> Transfer | None:
     row = (
-        await conn.execute(text(f"SELECT {_TRANSFER_COLUMNS} FROM transfers WHERE id = :id"), {"id": transfer_id})
+        await conn.execute(
+            text(f"SELECT {_TRANSFER_COLUMNS} FROM transfers WHERE id = :id"), {"id": transfer_id}
+        )
     ).first()
     return _transfer(row) if row else None
 
@@ -247,8 +288,14 @@ async def store_webhook_event(
                 "ON CONFLICT (provider, event_id) DO NOTHING "
                 "RETURNING id, provider, event_id, event_type, object_id, workflow_id, routed_at"
             ),
-            {"provider": provider, "event_id": event_id, "event_type": event_type, "object_id": object_id,
-             "wf": workflow_id, "payload": json.dumps(payload)},
+            {
+                "provider": provider,
+                "event_id": event_id,
+                "event_type": event_type,
+                "object_id": object_id,
+                "wf": workflow_id,
+                "payload": json.dumps(payload),
+            },
         )
     ).first()
     return WebhookEvent.model_validate(dict(row._mapping)) if row else None

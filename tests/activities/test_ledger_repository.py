@@ -19,8 +19,9 @@ from payweave.contracts.ledger import Posting, Wallet
 
 async def new_wallet(engine: AsyncEngine, currency: str = "USD") -> Wallet:
     async def work(conn: AsyncConnection) -> Wallet:
-        wallet, _ = await ledger.create_wallet(conn, wallet_id=f"wal_{uuid.uuid4().hex}",
-                                               owner=f"owner-{uuid.uuid4().hex}", currency=currency)
+        wallet, _ = await ledger.create_wallet(
+            conn, wallet_id=f"wal_{uuid.uuid4().hex}", owner=f"owner-{uuid.uuid4().hex}", currency=currency
+        )
         return wallet
 
     return await in_transaction(engine, work)
@@ -29,9 +30,16 @@ async def new_wallet(engine: AsyncEngine, currency: str = "USD") -> Wallet:
 async def fund(engine: AsyncEngine, wallet: Wallet, amount: int) -> None:
     async def work(conn: AsyncConnection) -> None:
         clearing = await ledger.ensure_system_wallet(conn, "gateway_clearing", wallet.currency)
-        await ledger.post_journal(conn, idempotency_key=f"fund:{uuid.uuid4().hex}", kind="deposit",
-                                  currency=wallet.currency, postings=[Posting(wallet_id=clearing, amount=-amount),
-                                                                      Posting(wallet_id=wallet.id, amount=amount)])
+        await ledger.post_journal(
+            conn,
+            idempotency_key=f"fund:{uuid.uuid4().hex}",
+            kind="deposit",
+            currency=wallet.currency,
+            postings=[
+                Posting(wallet_id=clearing, amount=-amount),
+                Posting(wallet_id=wallet.id, amount=amount),
+            ],
+        )
 
     await in_transaction(engine, work)
 
@@ -51,9 +59,13 @@ async def test_concurrent_duplicate_journal_posts_have_one_effect(wallet_engine:
     key = f"dup:{uuid.uuid4().hex}"
 
     async def post(conn: AsyncConnection):  # type: ignore[no-untyped-def]
-        return await ledger.post_journal(conn, idempotency_key=key, kind="transfer", currency="USD",
-                                         postings=[Posting(wallet_id=a.id, amount=-300),
-                                                   Posting(wallet_id=b.id, amount=300)])
+        return await ledger.post_journal(
+            conn,
+            idempotency_key=key,
+            kind="transfer",
+            currency="USD",
+            postings=[Posting(wallet_id=a.id, amount=-300), Posting(wallet_id=b.id, amount=300)],
+        )
 
     results = await asyncio.gather(*(in_transaction(wallet_engine, post) for _ in range(20)))
     assert len({r.id for r in results}) == 1
@@ -69,8 +81,15 @@ async def test_concurrent_duplicate_holds_have_one_effect(wallet_engine: AsyncEn
     expires = datetime.now(UTC) + timedelta(minutes=5)
 
     async def hold(conn: AsyncConnection):  # type: ignore[no-untyped-def]
-        return await ledger.place_hold(conn, idempotency_key=key, hold_id=f"hld_{uuid.uuid4().hex}",
-                                       wallet_id=a.id, amount=200, currency="USD", expires_at=expires)
+        return await ledger.place_hold(
+            conn,
+            idempotency_key=key,
+            hold_id=f"hld_{uuid.uuid4().hex}",
+            wallet_id=a.id,
+            amount=200,
+            currency="USD",
+            expires_at=expires,
+        )
 
     results = await asyncio.gather(*(in_transaction(wallet_engine, hold) for _ in range(10)))
     assert len({h.id for h in results}) == 1
@@ -87,9 +106,13 @@ async def test_200_concurrent_debits_on_a_wallet_funded_for_100_exactly_100_succ
 
     async def debit(i: int) -> str:
         async def work(conn: AsyncConnection) -> None:
-            await ledger.post_journal(conn, idempotency_key=f"r19:{source.id}:{i}", kind="transfer", currency="USD",
-                                      postings=[Posting(wallet_id=source.id, amount=-1),
-                                                Posting(wallet_id=sink.id, amount=1)])
+            await ledger.post_journal(
+                conn,
+                idempotency_key=f"r19:{source.id}:{i}",
+                kind="transfer",
+                currency="USD",
+                postings=[Posting(wallet_id=source.id, amount=-1), Posting(wallet_id=sink.id, amount=1)],
+            )
 
         try:
             await in_transaction(wallet_engine, work)
@@ -122,15 +145,26 @@ async def test_entries_are_immutable_and_journals_must_balance(wallet_engine: As
     await fund(wallet_engine, w, 10)
     with pytest.raises(DBAPIError, match="immutable"):
         async with wallet_engine.begin() as conn:
-            await conn.execute(text("UPDATE entries SET amount = amount + 1 WHERE wallet_id = :id"), {"id": w.id})
+            await conn.execute(
+                text("UPDATE entries SET amount = amount + 1 WHERE wallet_id = :id"), {"id": w.id}
+            )
     with pytest.raises(DBAPIError, match="does not balance"):
         async with wallet_engine.begin() as conn:
-            jid = (await conn.execute(text(
-                "INSERT INTO journals (idempotency_key, kind, currency) VALUES (:k, 'bad', 'USD') RETURNING id"),
-                {"k": uuid.uuid4().hex})).scalar_one()
-            await conn.execute(text(
-                "INSERT INTO entries (journal_id, wallet_id, amount, currency, balance_after) "
-                "VALUES (:j, :w, 5, 'USD', 15)"), {"j": jid, "w": w.id})
+            jid = (
+                await conn.execute(
+                    text(
+                        "INSERT INTO journals (idempotency_key, kind, currency) VALUES (:k, 'bad', 'USD') RETURNING id"
+                    ),
+                    {"k": uuid.uuid4().hex},
+                )
+            ).scalar_one()
+            await conn.execute(
+                text(
+                    "INSERT INTO entries (journal_id, wallet_id, amount, currency, balance_after) "
+                    "VALUES (:j, :w, 5, 'USD', 15)"
+                ),
+                {"j": jid, "w": w.id},
+            )
     assert (await read(wallet_engine, w.id)).balance == 10
 
 
@@ -141,9 +175,16 @@ async def test_hold_capture_partial_and_release(wallet_engine: AsyncEngine) -> N
 
     def place(amount: int):  # type: ignore[no-untyped-def]
         async def work(conn: AsyncConnection):  # type: ignore[no-untyped-def]
-            return await ledger.place_hold(conn, idempotency_key=f"h:{uuid.uuid4().hex}",
-                                           hold_id=f"hld_{uuid.uuid4().hex}", wallet_id=buyer.id, amount=amount,
-                                           currency="USD", expires_at=expires)
+            return await ledger.place_hold(
+                conn,
+                idempotency_key=f"h:{uuid.uuid4().hex}",
+                hold_id=f"hld_{uuid.uuid4().hex}",
+                wallet_id=buyer.id,
+                amount=amount,
+                currency="USD",
+                expires_at=expires,
+            )
+
         return work
 
     hold = await in_transaction(wallet_engine, place(600))
@@ -152,8 +193,14 @@ async def test_hold_capture_partial_and_release(wallet_engine: AsyncEngine) -> N
     key = f"cap:{uuid.uuid4().hex}"
 
     async def capture(conn: AsyncConnection):  # type: ignore[no-untyped-def]
-        return await ledger.capture_hold(conn, idempotency_key=key, hold_id=hold.id, amount=450, kind="checkout",
-                                         counter_postings=[Posting(wallet_id=merchant.id, amount=450)])
+        return await ledger.capture_hold(
+            conn,
+            idempotency_key=key,
+            hold_id=hold.id,
+            amount=450,
+            kind="checkout",
+            counter_postings=[Posting(wallet_id=merchant.id, amount=450)],
+        )
 
     first, again = await in_transaction(wallet_engine, capture), await in_transaction(wallet_engine, capture)
     assert first.id == again.id and first.created and not again.created

@@ -15,10 +15,13 @@ from tests.helpers import create_wallet, deposit, idem, until_terminal, wallet
 
 async def journals_of(engine: AsyncEngine, transfer_id: str) -> list[tuple[str, str, int]]:
     async with engine.connect() as conn:
-        rows = await conn.execute(text(
-            "SELECT j.kind, e.wallet_id, e.amount FROM journals j JOIN entries e ON e.journal_id = j.id "
-            "WHERE j.saga_id LIKE 'transfer:%' AND j.description LIKE :d ORDER BY j.id, e.id"),
-            {"d": f"%{transfer_id}%"})
+        rows = await conn.execute(
+            text(
+                "SELECT j.kind, e.wallet_id, e.amount FROM journals j JOIN entries e ON e.journal_id = j.id "
+                "WHERE j.saga_id LIKE 'transfer:%' AND j.description LIKE :d ORDER BY j.id, e.id"
+            ),
+            {"d": f"%{transfer_id}%"},
+        )
         return [tuple(r) for r in rows]  # type: ignore[misc]
 
 
@@ -29,9 +32,17 @@ async def test_transfer_moves_money_and_is_visible_to_its_owner_only(
     _, bob_auth = users.new()
     a, b = await create_wallet(http, alice_auth), await create_wallet(http, bob_auth)
     await deposit(http, alice_auth, a["id"], 10_000)
-    r = await http.post("/v1/transfers", json={"from_wallet_id": a["id"], "to_wallet_id": b["id"], "amount": 3_000,
-                                                "currency": "USD", "description": "rent"},
-                        headers={**alice_auth, **idem()})
+    r = await http.post(
+        "/v1/transfers",
+        json={
+            "from_wallet_id": a["id"],
+            "to_wallet_id": b["id"],
+            "amount": 3_000,
+            "currency": "USD",
+            "description": "rent",
+        },
+        headers={**alice_auth, **idem()},
+    )
     assert r.status_code == 202, r.text
     assert r.headers["Location"] == f"/v1/transfers/{r.json()['id']}"
     done = await until_terminal(http, alice_auth, f"/v1/transfers/{r.json()['id']}")
@@ -52,10 +63,15 @@ async def _closed(engine: AsyncEngine, w: dict[str, Any]) -> None:
         await conn.execute(text("UPDATE wallets SET status = 'closed' WHERE id = :id"), {"id": w["id"]})
 
 
-@pytest.mark.parametrize("case,code", [
-    ("frozen", "wallet_frozen"), ("closed", "wallet_closed"), ("missing", "wallet_not_found"),
-    ("other_currency", "currency_mismatch"),
-])
+@pytest.mark.parametrize(
+    "case,code",
+    [
+        ("frozen", "wallet_frozen"),
+        ("closed", "wallet_closed"),
+        ("missing", "wallet_not_found"),
+        ("other_currency", "currency_mismatch"),
+    ],
+)
 async def test_transfer_to_a_destination_that_refuses_rolls_back(
     http: httpx.AsyncClient, users: Users, wallet_engine: AsyncEngine, case: str, code: str
 ) -> None:
@@ -72,8 +88,11 @@ async def test_transfer_to_a_destination_that_refuses_rolls_back(
             await _frozen(http, users, dest)
         elif case == "closed":
             await _closed(wallet_engine, dest)
-    r = await http.post("/v1/transfers", json={"from_wallet_id": a["id"], "to_wallet_id": dest_id,
-                                                "amount": 2_000, "currency": "USD"}, headers={**alice, **idem()})
+    r = await http.post(
+        "/v1/transfers",
+        json={"from_wallet_id": a["id"], "to_wallet_id": dest_id, "amount": 2_000, "currency": "USD"},
+        headers={**alice, **idem()},
+    )
     assert r.status_code == 202, r.text
     done = await until_terminal(http, alice, f"/v1/transfers/{r.json()['id']}")
     assert (done["status"], done["failure_code"]) == ("failed", code)
@@ -93,13 +112,19 @@ async def test_transfer_from_a_frozen_or_poor_source_fails_without_moving_money(
     _, bob = users.new()
     a, b = await create_wallet(http, alice), await create_wallet(http, bob)
     await deposit(http, alice, a["id"], 1_000)
-    r = await http.post("/v1/transfers", json={"from_wallet_id": a["id"], "to_wallet_id": b["id"], "amount": 1_001,
-                                                "currency": "USD"}, headers={**alice, **idem()})
+    r = await http.post(
+        "/v1/transfers",
+        json={"from_wallet_id": a["id"], "to_wallet_id": b["id"], "amount": 1_001, "currency": "USD"},
+        headers={**alice, **idem()},
+    )
     done = await until_terminal(http, alice, f"/v1/transfers/{r.json()['id']}")
     assert (done["status"], done["failure_code"]) == ("failed", "insufficient_funds")
     await _frozen(http, users, a)
-    r = await http.post("/v1/transfers", json={"from_wallet_id": a["id"], "to_wallet_id": b["id"], "amount": 10,
-                                                "currency": "USD"}, headers={**alice, **idem()})
+    r = await http.post(
+        "/v1/transfers",
+        json={"from_wallet_id": a["id"], "to_wallet_id": b["id"], "amount": 10, "currency": "USD"},
+        headers={**alice, **idem()},
+    )
     done = await until_terminal(http, alice, f"/v1/transfers/{r.json()['id']}")
     assert (done["status"], done["failure_code"]) == ("failed", "wallet_frozen")
     assert (await wallet(http, alice, a["id"]))["balance"] == 1_000

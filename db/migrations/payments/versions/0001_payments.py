@@ -87,4 +87,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    execute_all("DROP TABLE webhook_events; DROP TABLE transfers; DROP TABLE payments; DROP TABLE idempotency_keys;")
+    execute_all(
+        "DROP TABLE webhook_events; DROP TABLE transfers; DROP TABLE payments; DROP TABLE idempotency_keys;"
+    )

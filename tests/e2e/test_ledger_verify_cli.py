@@ -1,0 +1,82 @@
+"""``payweave ledger verify``: passes on a healthy ledger, fails readably on a corrupted one."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from db.migrate import upgrade_all
+from payweave.devstack.postgres import PostgresServer
+from payweave.settings import Settings
+
+
+def run_verify(wallet_url: str, payments_url: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "PAYWEAVE_WALLET_DATABASE_URL": wallet_url,
+        "PAYWEAVE_PAYMENTS_DATABASE_URL": payments_url,
+        "COLUMNS": "200",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "payweave.cli", "ledger", "verify"],
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=120,
+    )
+
+
+async def test_verify_passes_on_the_test_ledger(settings: Settings, wallet_engine: object) -> None:
+    result = await asyncio.to_thread(run_verify, settings.wallet_database_url, settings.payments_database_url)
+    assert result.returncode == 0, result.stderr
+    assert "ledger OK" in result.stderr
+
+
+async def test_verify_fails_and_explains_on_a_corrupted_database(postgres: PostgresServer) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    wallet_db, payments_db = f"corrupt_wallet_{suffix}", f"corrupt_payments_{suffix}"
+    for name in (wallet_db, payments_db):
+        postgres.create_database(name)
+    wallet_url, payments_url = postgres.url(wallet_db), postgres.url(payments_db)
+    await upgrade_all(wallet_url, payments_url)
+    engine = create_async_engine(wallet_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO wallets (id, owner, currency, kind, balance) VALUES "
+                    "('sys_gateway_clearing_usd', 'system:gateway_clearing', 'USD', 'system', -500), "
+                    "('wal_victim', 'victim', 'USD', 'customer', 500)"
+                )
+            )
+            jid = (
+                await conn.execute(
+                    text(
+                        "INSERT INTO journals (idempotency_key, kind, currency) VALUES ('k1', 'deposit', 'USD') "
+                        "RETURNING id"
+                    )
+                )
+            ).scalar_one()
+            await conn.execute(
+                text(
+                    "INSERT INTO entries (journal_id, wallet_id, amount, currency, balance_after) VALUES "
+                    "(:j, 'sys_gateway_clearing_usd', -500, 'USD', -500), (:j, 'wal_victim', 500, 'USD', 500)"
+                ),
+                {"j": jid},
+            )
+        assert (await asyncio.to_thread(run_verify, wallet_url, payments_url)).returncode == 0
+        async with engine.begin() as conn:  # money appears from nowhere: balance no longer matches entries
+            await conn.execute(text("UPDATE wallets SET balance = balance + 1 WHERE id = 'wal_victim'"))
+    finally:
+        await engine.dispose()
+    result = await asyncio.to_thread(run_verify, wallet_url, payments_url)
+    assert result.returncode == 1
+    assert "ledger INVALID" in result.stderr
+    assert "I2 balance equals sum of entries" in result.stderr
+    assert "wal_victim" in result.stderr
