@@ -15,10 +15,12 @@ from payweave.contracts.activities import (
     CreateGatewayPaymentInput,
     GatewayPayment,
     GatewayPaymentRef,
+    GatewayRefund,
     MarkPaymentInput,
     MarkTransferInput,
     RecordPaymentInput,
     RecordTransferInput,
+    RefundGatewayPaymentInput,
 )
 from payweave.contracts.payments import Payment, Transfer
 
@@ -90,6 +92,17 @@ class PaymentActivities:
         """Compensation for ``create_gateway_payment``; returns the real final state (it may have been paid)."""
         async with business_errors():
             return await self._gateway(ref.gateway).cancel_payment(ref.gateway_payment_id)
+
+    @activity.defn
+    async def refund_gateway_payment(self, inp: RefundGatewayPaymentInput) -> GatewayRefund:
+        """Give a payment back at the gateway (same idempotency key on every attempt: one refund)."""
+        async with business_errors():
+            return await self._gateway(inp.gateway).refund(
+                idempotency_key=inp.idempotency_key,
+                gateway_payment_id=inp.gateway_payment_id,
+                amount=inp.amount,
+                metadata={"payment_id": inp.payment_id, "reason": inp.reason},
+            )
 
     @activity.defn
     async def mark_payment(self, inp: MarkPaymentInput) -> Payment:

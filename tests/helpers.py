@@ -9,7 +9,7 @@ import httpx
 
 from tests.conftest import eventually
 
-TERMINAL = {"completed", "failed", "succeeded", "expired", "canceled"}
+TERMINAL = {"completed", "failed", "succeeded", "expired", "canceled", "refunded"}
 
 
 def idem(key: str | None = None) -> dict[str, str]:

@@ -39,6 +39,7 @@ def build_activities(
         payments.create_gateway_payment,
         payments.get_gateway_payment,
         payments.cancel_gateway_payment,
+        payments.refund_gateway_payment,
         payments.mark_payment,
         payments.record_transfer,
         payments.mark_transfer,

@@ -2,6 +2,8 @@
 
 pending → awaiting_payment → succeeded (wallet credited: gateway_clearing −a, wallet +a)
                            → failed | expired   (gateway object cancelled)
+                           → refunded           (paid, but the wallet was frozen/closed meanwhile: the
+                                                 payment is refunded at the gateway, nothing is posted)
 
 The outcome comes from a webhook signal, or, when the expiry timer fires first, from cancelling the
 gateway object: a payment that won the race against the cancellation (a late success) is still credited,
@@ -26,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
         PostingSpec,
         PostJournalInput,
         RecordPaymentInput,
+        RefundGatewayPaymentInput,
     )
     from payweave.contracts.sagas import DepositInput, DepositStatus, PaymentEvent
     from payweave.ids import step_key
@@ -179,6 +182,31 @@ class DepositWorkflow:
 
     async def _credit(self, inp: DepositInput) -> DepositStatus:
         wf_id = workflow.info().workflow_id
+        try:
+            await self._post_credit(inp, wf_id)
+        except ActivityError as exc:
+            code = business_code(exc)
+            if code is None:
+                raise
+            # The wallet cannot take the money any more (frozen or closed meanwhile): give it back at the
+            # gateway rather than keep money nobody can see.
+            assert self._view is not None and self._view.gateway_payment_id is not None
+            await gateway_step(
+                PaymentActivities.refund_gateway_payment,
+                RefundGatewayPaymentInput(
+                    payment_id=inp.deposit_id,
+                    idempotency_key=step_key(wf_id, "refund"),
+                    gateway=inp.gateway,
+                    gateway_payment_id=self._view.gateway_payment_id,
+                    amount=inp.amount,
+                    reason=code,
+                ),
+            )
+            return await self._finish(inp, "refunded", code)
+        self._update_view(credited=True)
+        return await self._finish(inp, "succeeded", None, credited=True)
+
+    async def _post_credit(self, inp: DepositInput, wf_id: str) -> None:
         await db_step(
             LedgerActivities.post_journal,
             PostJournalInput(
@@ -193,8 +221,6 @@ class DepositWorkflow:
                 saga_id=wf_id,
             ),
         )
-        self._update_view(credited=True)
-        return await self._finish(inp, "succeeded", None, credited=True)
 
     async def _finish(
         self, inp: DepositInput, status: str, failure_code: str | None, *, credited: bool | None = None

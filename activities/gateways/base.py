@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from payweave.contracts.activities import GatewayPayment
+from payweave.contracts.activities import GatewayPayment, GatewayRefund
 
 
 class PaymentGateway(Protocol):
@@ -24,3 +24,7 @@ class PaymentGateway(Protocol):
     async def get_payment(self, gateway_payment_id: str) -> GatewayPayment: ...
 
     async def cancel_payment(self, gateway_payment_id: str) -> GatewayPayment: ...
+
+    async def refund(
+        self, *, idempotency_key: str, gateway_payment_id: str, amount: int, metadata: dict[str, str]
+    ) -> GatewayRefund: ...

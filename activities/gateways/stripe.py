@@ -7,7 +7,7 @@ from typing import Any
 import stripe
 
 from activities.gateways import errors
-from payweave.contracts.activities import GatewayPayment
+from payweave.contracts.activities import GatewayPayment, GatewayRefund
 
 
 def _normalise(obj: Any) -> GatewayPayment:
@@ -125,3 +125,25 @@ class StripeGateway:
                 return await self.get_payment(gateway_payment_id)
             raise _classify(exc) from None
         return _normalise(intent)
+
+    async def refund(
+        self, *, idempotency_key: str, gateway_payment_id: str, amount: int, metadata: dict[str, str]
+    ) -> GatewayRefund:
+        try:
+            refund = await self._client.v1.refunds.create_async(
+                params={"payment_intent": gateway_payment_id, "amount": amount, "metadata": metadata},
+                options={"idempotency_key": idempotency_key},
+            )
+        except stripe.StripeError as exc:
+            raise _classify(exc) from None
+        data: dict[str, Any] = refund.to_dict()
+        status = {"succeeded": "succeeded", "failed": "failed", "canceled": "failed"}.get(
+            data["status"], "pending"
+        )
+        return GatewayRefund(
+            gateway="stripe",
+            id=data["id"],
+            gateway_payment_id=gateway_payment_id,
+            amount=int(data.get("amount") or amount),
+            status=status,
+        )  # type: ignore[arg-type]

@@ -32,6 +32,7 @@ _PAYMENT_RANK = {
     "expired": 2,
     "canceled": 2,
     "succeeded": 3,
+    "refunded": 4,
 }
 _TRANSFER_RANK = {"pending": 0, "debited": 1, "completed": 2, "failed": 2}
 
@@ -165,7 +166,7 @@ async def update_payment(
                 "UPDATE payments SET status = :status, "
                 "gateway_payment_id = coalesce(gateway_payment_id, :gid), "
                 "next_action = coalesce(CAST(:next_action AS jsonb), next_action), "
-                "failure_code = CASE WHEN :status IN ('failed', 'expired', 'canceled') "
+                "failure_code = CASE WHEN :status IN ('failed', 'expired', 'canceled', 'refunded') "
                 "                    THEN coalesce(:failure_code, failure_code) ELSE failure_code END, "
                 "credited = coalesce(:credited, credited), updated_at = now() "
                 f"WHERE id = :id RETURNING {_PAYMENT_COLUMNS}"

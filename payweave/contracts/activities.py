@@ -96,6 +96,23 @@ class GatewayPayment(BaseModel):
     failure_code: str | None = None
 
 
+class GatewayRefund(BaseModel):
+    gateway: Gateway
+    id: str
+    gateway_payment_id: str
+    amount: int
+    status: Literal["pending", "succeeded", "failed"]
+
+
+class RefundGatewayPaymentInput(BaseModel):
+    payment_id: str
+    idempotency_key: str
+    gateway: Gateway
+    gateway_payment_id: str
+    amount: int
+    reason: str
+
+
 class CreateGatewayPaymentInput(BaseModel):
     payment_id: str
     idempotency_key: str

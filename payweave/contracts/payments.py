@@ -8,7 +8,9 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 Gateway = Literal["stripe", "xendit"]
-PaymentStatus = Literal["pending", "awaiting_payment", "succeeded", "failed", "expired", "canceled"]
+PaymentStatus = Literal[
+    "pending", "awaiting_payment", "succeeded", "failed", "expired", "canceled", "refunded"
+]
 TransferStatus = Literal["pending", "debited", "completed", "failed"]
 
 

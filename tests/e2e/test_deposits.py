@@ -98,3 +98,31 @@ async def test_unpaid_deposit_expires_and_its_intent_is_cancelled(
     intent = await client.v1.payment_intents.retrieve_async(done["gateway_payment_id"])
     assert intent.status == "canceled"
     assert (await wallet(http, auth, w["id"]))["balance"] == 0
+
+
+async def test_payment_for_a_wallet_frozen_meanwhile_is_refunded_at_the_gateway(
+    http: httpx.AsyncClient, users: Users, settings: Settings, wallet_engine: AsyncEngine
+) -> None:
+    """Money is never kept where nobody can see it: the credit is refused, so the payment goes back."""
+    _, auth = users.new()
+    _, operator = users.new("operator")
+    w = await create_wallet(http, auth)
+    r = await http.post(f"/v1/wallets/{w['id']}/deposits", json={"amount": 1_100}, headers={**auth, **idem()})
+    accepted = r.json()
+    assert (await http.post(f"/v1/wallets/{w['id']}/freeze", headers=operator)).status_code == 200
+    client = stripe.StripeClient(
+        settings.stripe_api_key.get_secret_value(),
+        base_addresses={"api": settings.stripe_api_base or ""},
+        http_client=stripe.HTTPXClient(),
+    )
+    intent_id = accepted["next_action"]["payment_intent"]
+    await client.v1.payment_intents.update_async(intent_id, params={"payment_method": "pm_card_visa"})
+    await client.v1.payment_intents.confirm_async(intent_id)
+
+    done = await until_terminal(http, auth, f"/v1/deposits/{accepted['id']}")
+    assert (done["status"], done["failure_code"], done["credited"]) == ("refunded", "wallet_frozen", False)
+    refunds = await client.v1.refunds.list_async()
+    assert [(x.payment_intent, x.amount) for x in refunds.data if x.payment_intent == intent_id] == [
+        (intent_id, 1_100)
+    ]
+    assert await deposit_journals(wallet_engine, w["id"]) == []

@@ -36,7 +36,8 @@ def upgrade() -> None:
             amount              bigint NOT NULL CHECK (amount > 0),
             currency            char(3) NOT NULL,
             status              text NOT NULL DEFAULT 'pending' CHECK (status IN
-                                ('pending', 'awaiting_payment', 'succeeded', 'failed', 'expired', 'canceled')),
+                                ('pending', 'awaiting_payment', 'succeeded', 'failed', 'expired', 'canceled',
+                                 'refunded')),
             failure_code        text,
             credited            boolean NOT NULL DEFAULT false,
             next_action         jsonb,
