@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from temporalio.client import Client
 
 from api.errors import install_error_handlers
@@ -13,6 +15,7 @@ from api.routers import deposits, health, transfers, wallets, webhooks
 from api.security import TokenVerifier
 from db.engine import make_engine
 from payweave import __version__
+from payweave.metrics import REQUEST_SECONDS
 from payweave.settings import Settings, get_settings
 
 
@@ -46,6 +49,17 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
         lifespan=lifespan,
     )
     install_error_handlers(app)
+
+    @app.middleware("http")
+    async def observe_latency(request: Request, call_next: Any) -> Any:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        REQUEST_SECONDS.labels(
+            request.method, getattr(route, "path", "unmatched"), str(response.status_code)
+        ).observe(time.perf_counter() - started)
+        return response
+
     for router in (health.router, wallets.router, deposits.router, transfers.router, webhooks.router):
         app.include_router(router)
     return app

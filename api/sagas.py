@@ -19,6 +19,7 @@ from api.deps import request_hash
 from db.engine import in_transaction
 from db.repositories import payments as payments_repo
 from payweave.ids import derived_id, workflow_id
+from payweave.metrics import SAGAS_STARTED
 
 
 def saga_ids(kind: str, owner: str, idempotency_key: str, prefix: str) -> tuple[str, str]:
@@ -48,6 +49,7 @@ async def start_saga(
     task_queue: str,
     search_attributes: TypedSearchAttributes,
 ) -> WorkflowHandle[Any, Any]:
+    SAGAS_STARTED.labels(wf_id.split(":", 1)[0]).inc()
     try:
         return await client.start_workflow(
             run,

@@ -22,6 +22,7 @@ from db.repositories import payments as payments_repo
 from payweave.contracts.payments import WebhookEvent
 from payweave.contracts.sagas import PaymentEvent
 from payweave.errors import PayweaveError
+from payweave.metrics import WEBHOOK_EVENTS
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 log = logging.getLogger("payweave.webhooks")
@@ -48,6 +49,7 @@ def verify_stripe_signature(payload: bytes, header: str | None, secrets: list[st
             return
         except SignatureVerificationError:
             continue
+    WEBHOOK_EVENTS.labels("stripe", "invalid_signature").inc()
     raise InvalidSignature("the Stripe-Signature header does not verify")
 
 
@@ -71,6 +73,13 @@ async def route_event(
                 note = "workflow closed"
             else:
                 error = f"signal failed: {exc.status.name if exc.status else 'rpc error'}"
+    if signal is None:
+        outcome = "no_signal"
+    elif stored.workflow_id is None:
+        outcome = "unknown_object"
+    else:
+        outcome = "unrouted" if error else "routed"
+    WEBHOOK_EVENTS.labels(stored.provider, outcome).inc()
     if error:
         log.warning("webhook %s/%s not routed: %s", stored.provider, stored.event_id, error)
 
@@ -126,6 +135,7 @@ async def stripe_webhook(
 
     stored = await in_transaction(payments, store)
     if stored is None:
+        WEBHOOK_EVENTS.labels("stripe", "duplicate").inc()
         return {"received": True, "duplicate": True}
     signal = STRIPE_SIGNALS.get(event_type)
     failure = (obj.get("last_payment_error") or {}) if isinstance(obj, dict) else {}

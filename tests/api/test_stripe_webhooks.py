@@ -191,3 +191,13 @@ async def test_event_for_an_object_we_never_created_is_stored_and_answered_200(
                 text("SELECT count(*) FROM journals WHERE description LIKE :d"), {"d": f"%{intent_id}%"}
             )
         ).scalar_one() == 0
+
+
+async def test_webhook_outcomes_are_counted_in_metrics(http: httpx.AsyncClient) -> None:
+    payload = intent_event("payment_intent.succeeded", f"pi_metrics_{uuid.uuid4().hex[:8]}", None)
+    await post(http, payload, sign(payload))
+    await post(http, payload, sign(payload))
+    await post(http, payload, "t=1,v1=bad")
+    text_metrics = (await http.get("/metrics")).text
+    for outcome in ("unknown_object", "duplicate", "invalid_signature"):
+        assert f'payweave_webhook_events_total{{outcome="{outcome}",provider="stripe"}}' in text_metrics

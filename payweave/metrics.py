@@ -1,0 +1,19 @@
+"""Prometheus metrics (served by the API at /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+WEBHOOK_EVENTS = Counter(
+    "payweave_webhook_events_total",
+    "Gateway webhook deliveries by provider and outcome "
+    "(routed, duplicate, unrouted, unknown_object, no_signal, invalid_signature)",
+    ["provider", "outcome"],
+)
+SAGAS_STARTED = Counter("payweave_sagas_started_total", "Saga start requests accepted by the API", ["kind"])
+REQUEST_SECONDS = Histogram(
+    "payweave_http_request_seconds",
+    "API request latency",
+    ["method", "route", "status"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
