@@ -25,7 +25,8 @@ def _configure_logging(settings: Settings) -> None:
 def cmd_dev(args: argparse.Namespace) -> int:
     from payweave.devstack.stack import run_dev
 
-    return run_dev(get_settings())
+    settings = get_settings()
+    return run_dev(settings, settings.dev_data_dir)
 
 
 def cmd_api(args: argparse.Namespace) -> int:

@@ -65,6 +65,13 @@ class Settings(BaseSettings):
     api_port: int = DEV_API_PORT
     public_base_url: str = f"http://127.0.0.1:{DEV_API_PORT}"
 
+    # Where `payweave dev` runs its own parts (used only when the part is not configured explicitly).
+    dev_data_dir: Path = DEV_DIR
+    dev_postgres_port: int = DEV_POSTGRES_PORT
+    dev_temporal_port: int = DEV_TEMPORAL_PORT
+    dev_temporal_ui_port: int = DEV_TEMPORAL_UI_PORT
+    dev_localstripe_port: int = DEV_LOCALSTRIPE_PORT
+
     deposit_expiry_seconds: int = Field(default=30 * 60, gt=0)
     log_level: str = "INFO"
 

@@ -35,10 +35,6 @@ from payweave.devstack.supervisor import (
 from payweave.devstack.temporal import dev_server_argv, ensure_search_attributes
 from payweave.settings import (
     DEV_DIR,
-    DEV_LOCALSTRIPE_PORT,
-    DEV_POSTGRES_PORT,
-    DEV_TEMPORAL_PORT,
-    DEV_TEMPORAL_UI_PORT,
     Settings,
     get_settings,
 )
@@ -156,10 +152,9 @@ class _Stack:
         self._start_app()
 
     def _start_postgres(self, fields: list[str]) -> None:
-        self._step(f"PostgreSQL on port {DEV_POSTGRES_PORT} ({self.data_dir / 'pg'})")
-        pg = PostgresServer(
-            self.data_dir / "pg", DEV_POSTGRES_PORT, LOOPBACK, log_path=self.logs / "postgres.log"
-        )
+        port = self.settings.dev_postgres_port
+        self._step(f"PostgreSQL on port {port} ({self.data_dir / 'pg'})")
+        pg = PostgresServer(self.data_dir / "pg", port, LOOPBACK, log_path=self.logs / "postgres.log")
         pg.start(supervisor=self.sup)
         for field in fields:
             pg.create_database(DATABASES[field])
@@ -179,7 +174,7 @@ class _Stack:
             raise DevStackError(f"`payweave migrate` failed with exit code {code}")
 
     def _start_temporal(self) -> None:
-        port, ui_port = DEV_TEMPORAL_PORT, DEV_TEMPORAL_UI_PORT
+        port, ui_port = self.settings.dev_temporal_port, self.settings.dev_temporal_ui_port
         _require_free(port, "Temporal", "PAYWEAVE_TEMPORAL_ADDRESS")
         _require_free(ui_port, "Temporal Web UI", "PAYWEAVE_TEMPORAL_ADDRESS")
         self._step(
@@ -198,7 +193,7 @@ class _Stack:
         self.started.append("temporal")
 
     def _start_localstripe(self) -> None:
-        port = DEV_LOCALSTRIPE_PORT
+        port = self.settings.dev_localstripe_port
         _require_free(port, "localstripe", "PAYWEAVE_STRIPE_API_BASE")
         store = self.data_dir / "localstripe.pickle"
         self._step(f"localstripe on port {port} ({store})")

@@ -1,6 +1,7 @@
 """QUALITY R23: bad money input is refused with a 4xx problem+json and a stable code, and nothing is written.
 
-Every case is sent with a fresh Idempotency-Key; afterwards we check, in the databases themselves, that the
+Every case gets fresh users, wallets and Idempotency-Key (cases of one endpoint run concurrently and are
+reported as subtests); afterwards we check, in the databases themselves, that the
 source wallet is untouched, that the owner has no new transfer/payment/idempotency-key rows, that no workflow
 was started, and that the key was not consumed: a valid body under the same key is then accepted.
 
@@ -28,6 +29,7 @@ from tests.api.support import (
     assert_problem,
     key_claimed,
     owner_rows,
+    run_cases,
     wallet_row,
     wallets_of,
     workflow_exists,
@@ -167,95 +169,99 @@ async def assert_nothing_written(
     assert not await workflow_exists(temporal, wf_id)
 
 
-@pytest.mark.parametrize("case", TRANSFER_CASES.values(), ids=TRANSFER_CASES.keys())
 async def test_bad_transfer_input_is_refused_and_writes_nothing(
     http: httpx.AsyncClient,
     users: Users,
     wallet_engine: AsyncEngine,
     payments_engine: AsyncEngine,
     temporal: Client,
-    case: Case,
+    subtests: Any,
 ) -> None:
-    sub, auth = users.new()
-    _, bob = users.new()
-    src, dst = await create_wallet(http, auth), await create_wallet(http, bob)
-    await deposit(http, auth, src["id"], FUNDS)
-    valid = {
-        "from_wallet_id": src["id"],
-        "to_wallet_id": dst["id"],
-        "amount": VALID_AMOUNT,
-        "currency": "USD",
-        "description": "r23",
-    }
-    key = idem()
-    wallet_before, rows_before = (
-        await wallet_row(wallet_engine, src["id"]),
-        await owner_rows(payments_engine, sub),
-    )
-    assert (wallet_before.balance, wallet_before.held) == (FUNDS, 0)
+    async def check(case: Case) -> None:
+        sub, auth = users.new()
+        _, bob = users.new()
+        src, dst = await create_wallet(http, auth), await create_wallet(http, bob)
+        await deposit(http, auth, src["id"], FUNDS)
+        valid = {
+            "from_wallet_id": src["id"],
+            "to_wallet_id": dst["id"],
+            "amount": VALID_AMOUNT,
+            "currency": "USD",
+            "description": "r23",
+        }
+        key = idem()
+        wallet_before = await wallet_row(wallet_engine, src["id"])
+        rows_before = await owner_rows(payments_engine, sub)
+        assert (wallet_before.balance, wallet_before.held) == (FUNDS, 0)
 
-    r = await send(http, "/v1/transfers", case, valid, {**auth, **key})
+        r = await send(http, "/v1/transfers", case, valid, {**auth, **key})
 
-    assert_problem(r, case.status, case.code)
-    await assert_nothing_written(
-        payments_engine,
-        wallet_engine,
-        temporal,
-        sub=sub,
-        wallet_id=src["id"],
-        wallet_before=wallet_before,
-        rows_before=rows_before,
-        wf_id=f"transfer:{sub}:{key['Idempotency-Key']}",
-    )
-    assert (await wallet_row(wallet_engine, dst["id"])).balance == 0
+        assert_problem(r, case.status, case.code)
+        await assert_nothing_written(
+            payments_engine,
+            wallet_engine,
+            temporal,
+            sub=sub,
+            wallet_id=src["id"],
+            wallet_before=wallet_before,
+            rows_before=rows_before,
+            wf_id=f"transfer:{sub}:{key['Idempotency-Key']}",
+        )
+        assert (await wallet_row(wallet_engine, dst["id"])).balance == 0
 
-    # The key was not consumed by the refused request: a valid body under it goes through, once.
-    ok = await http.post("/v1/transfers", json=valid, headers={**auth, **key})
-    assert ok.status_code == 202, ok.text
-    done = await until_terminal(http, auth, f"/v1/transfers/{ok.json()['id']}")
-    assert (done["status"], done["failure_code"]) == ("completed", None)
-    assert (await wallet_row(wallet_engine, src["id"])).balance == FUNDS - VALID_AMOUNT
-    assert (await wallet_row(wallet_engine, dst["id"])).balance == VALID_AMOUNT
-    assert (await owner_rows(payments_engine, sub)).transfers == rows_before.transfers + 1
+        # The key was not consumed by the refused request: a valid body under it goes through, once.
+        ok = await http.post("/v1/transfers", json=valid, headers={**auth, **key})
+        assert ok.status_code == 202, ok.text
+        done = await until_terminal(http, auth, f"/v1/transfers/{ok.json()['id']}")
+        assert (done["status"], done["failure_code"]) == ("completed", None)
+        assert (await wallet_row(wallet_engine, src["id"])).balance == FUNDS - VALID_AMOUNT
+        assert (await wallet_row(wallet_engine, dst["id"])).balance == VALID_AMOUNT
+        assert (await owner_rows(payments_engine, sub)).transfers == rows_before.transfers + 1
+
+    await run_cases(subtests, TRANSFER_CASES, check)
 
 
-@pytest.mark.parametrize("case", DEPOSIT_CASES.values(), ids=DEPOSIT_CASES.keys())
 async def test_bad_deposit_input_is_refused_and_writes_nothing(
     http: httpx.AsyncClient,
     users: Users,
     wallet_engine: AsyncEngine,
     payments_engine: AsyncEngine,
     temporal: Client,
-    case: Case,
+    subtests: Any,
 ) -> None:
-    sub, auth = users.new()
-    w = await create_wallet(http, auth)
-    path = f"/v1/wallets/{w['id']}/deposits"
-    valid = {"amount": VALID_AMOUNT, "currency": "USD", "payment_method": "pm_card_visa"}
-    key = idem()
-    wallet_before = await wallet_row(wallet_engine, w["id"])
-    assert await owner_rows(payments_engine, sub) == OwnerRows(0, 0, 0)
+    async def check(case: Case) -> None:
+        sub, auth = users.new()
+        w = await create_wallet(http, auth)
+        path = f"/v1/wallets/{w['id']}/deposits"
+        valid = {"amount": VALID_AMOUNT, "currency": "USD", "payment_method": "pm_card_visa"}
+        key = idem()
+        wallet_before = await wallet_row(wallet_engine, w["id"])
+        assert await owner_rows(payments_engine, sub) == OwnerRows(0, 0, 0)
 
-    r = await send(http, path, case, valid, {**auth, **key})
+        r = await send(http, path, case, valid, {**auth, **key})
 
-    assert_problem(r, case.status, case.code)
-    await assert_nothing_written(
-        payments_engine,
-        wallet_engine,
-        temporal,
-        sub=sub,
-        wallet_id=w["id"],
-        wallet_before=wallet_before,
-        rows_before=OwnerRows(0, 0, 0),
-        wf_id=f"deposit:{sub}:{key['Idempotency-Key']}",
-    )
+        assert_problem(r, case.status, case.code)
+        await assert_nothing_written(
+            payments_engine,
+            wallet_engine,
+            temporal,
+            sub=sub,
+            wallet_id=w["id"],
+            wallet_before=wallet_before,
+            rows_before=OwnerRows(0, 0, 0),
+            wf_id=f"deposit:{sub}:{key['Idempotency-Key']}",
+        )
 
-    ok = await http.post(path, json=valid, headers={**auth, **key})
-    assert ok.status_code == 202, ok.text
-    done = await until_terminal(http, auth, f"/v1/deposits/{ok.json()['id']}")
-    assert (done["status"], done["credited"]) == ("succeeded", True)
-    assert (await wallet_row(wallet_engine, w["id"])).balance == VALID_AMOUNT
-    assert await owner_rows(payments_engine, sub) == OwnerRows(transfers=0, payments=1, idempotency_keys=1)
+        ok = await http.post(path, json=valid, headers={**auth, **key})
+        assert ok.status_code == 202, ok.text
+        done = await until_terminal(http, auth, f"/v1/deposits/{ok.json()['id']}")
+        assert (done["status"], done["credited"]) == ("succeeded", True)
+        assert (await wallet_row(wallet_engine, w["id"])).balance == VALID_AMOUNT
+        assert await owner_rows(payments_engine, sub) == OwnerRows(
+            transfers=0, payments=1, idempotency_keys=1
+        )
+
+    await run_cases(subtests, DEPOSIT_CASES, check)
 
 
 @pytest.mark.parametrize("case", WALLET_CASES.values(), ids=WALLET_CASES.keys())
