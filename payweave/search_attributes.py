@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 
 PW_KIND = SearchAttributeKey.for_keyword("PwKind")
@@ -11,7 +13,7 @@ PW_AMOUNT = SearchAttributeKey.for_int("PwAmount")
 PW_CURRENCY = SearchAttributeKey.for_keyword("PwCurrency")
 PW_ORDER_ID = SearchAttributeKey.for_keyword("PwOrderId")
 
-ALL: tuple[SearchAttributeKey, ...] = (PW_KIND, PW_STATUS, PW_OWNER, PW_AMOUNT, PW_CURRENCY, PW_ORDER_ID)
+ALL: tuple[SearchAttributeKey[Any], ...] = (PW_KIND, PW_STATUS, PW_OWNER, PW_AMOUNT, PW_CURRENCY, PW_ORDER_ID)
 
 
 def cli_flags() -> dict[str, str]:

@@ -146,4 +146,4 @@ class StripeGateway:
             gateway_payment_id=gateway_payment_id,
             amount=int(data.get("amount") or amount),
             status=status,
-        )  # type: ignore[arg-type]
+        )

@@ -18,7 +18,7 @@ from db.repositories import payments as payments_repo
 from payweave import search_attributes as sa
 from payweave.contracts.payments import Payment
 from payweave.contracts.sagas import DepositInput, DepositStatus
-from payweave.errors import CurrencyMismatch, NotFound, WalletClosed, WalletFrozen
+from payweave.errors import CurrencyMismatch, NotFound, WalletClosed, WalletFrozen, WalletNotFound
 from workflows.deposit import DepositWorkflow
 
 router = APIRouter(tags=["deposits"])
@@ -51,8 +51,8 @@ async def create_deposit(
     ``next_action`` carries the Stripe client secret the payer confirms with."""
     user.require("deposits:create")
     wallet = await visible_wallet(wallets, user, wallet_id)
-    if wallet.owner != user.sub:
-        raise NotFound("wallet not found")
+    if wallet.owner != user.sub:  # visible (an operator reads any wallet) but not theirs to pay into
+        raise WalletNotFound(f"wallet {wallet_id} not found")
     if body.currency is not None and body.currency != wallet.currency:
         raise CurrencyMismatch(f"wallet {wallet_id} holds {wallet.currency}")
     if wallet.status == "frozen":

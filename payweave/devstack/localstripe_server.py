@@ -228,7 +228,7 @@ def build_app(store_path: Path | None, *, from_scratch: bool = False) -> web.App
             persister.dump()
 
         app.on_cleanup.append(flush)
-    return app
+    return app  # type: ignore[no-any-return]
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -275,7 +275,7 @@ def run_dev(settings: Settings, data_dir: Path = DEV_DIR) -> int:
     if added:
         console.print(f"[dim]generated {', '.join(added)} in {env_file}[/dim]")
     # Reload so the generated secrets are in (settings.py reads .payweave/dev.env; data_dir may differ).
-    settings = type(settings)(_env_file=(".env", str(env_file)))  # type: ignore[call-arg]
+    settings = type(settings)(_env_file=(".env", str(env_file)))
     get_settings.cache_clear()
 
     stack = _Stack(settings, data_dir, console)
