@@ -65,6 +65,8 @@ class LedgerActivities:
         """
 
         async def work(conn: AsyncConnection) -> JournalResult:
+            if inp.unless_posted and await ledger.find_journal(conn, inp.unless_posted) is not None:
+                return JournalResult(journal_id=None, created=False, skipped=True)
             original = await ledger.find_journal(conn, inp.original_key)
             if original is None:
                 return JournalResult(journal_id=None, created=False)

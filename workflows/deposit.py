@@ -156,6 +156,15 @@ class DepositWorkflow:
             await workflow.wait_condition(lambda: self._outcome is not None, timeout=max(remaining, 0.001))
         except TimeoutError:
             pass
+        except BaseException:
+            # Cancelled while the payer may still pay: close the gateway object first, and if the payment got
+            # through anyway, the money arrived and is credited.
+            final = await self._cancel_until_final(ref)
+            if final.status == "succeeded" or self._outcome == "succeeded":
+                await self._credit(inp)
+            else:
+                await self._finish(inp, "canceled", "cancelled")
+            raise
 
         if self._outcome == "succeeded":
             return await self._credit(inp)

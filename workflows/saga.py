@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from payweave import search_attributes as sa
@@ -21,6 +22,9 @@ MONEY_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=30),
     maximum_attempts=0,
 )
+# When the saga is cancelled while a money step is in flight, wait for that attempt's outcome before
+# compensating: otherwise the step could commit after its compensation ran, and money would be created.
+WAIT_FOR_OUTCOME = ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
 DB_TIMEOUT = timedelta(seconds=30)
 GATEWAY_TIMEOUT = timedelta(seconds=60)
 
@@ -31,14 +35,22 @@ R = TypeVar("R")
 def db_step(activity: Callable[[Any, A], Awaitable[R]], arg: A) -> Awaitable[R]:
     """Run a database activity method: retried until it succeeds or fails for a business reason."""
     return workflow.execute_activity_method(
-        activity, arg, start_to_close_timeout=DB_TIMEOUT, retry_policy=MONEY_RETRY
+        activity,
+        arg,
+        start_to_close_timeout=DB_TIMEOUT,
+        retry_policy=MONEY_RETRY,
+        cancellation_type=WAIT_FOR_OUTCOME,
     )
 
 
 def gateway_step(activity: Callable[[Any, A], Awaitable[R]], arg: A) -> Awaitable[R]:
     """Run a gateway activity method (same key on every attempt; unknown outcomes resolved by look-up)."""
     return workflow.execute_activity_method(
-        activity, arg, start_to_close_timeout=GATEWAY_TIMEOUT, retry_policy=MONEY_RETRY
+        activity,
+        arg,
+        start_to_close_timeout=GATEWAY_TIMEOUT,
+        retry_policy=MONEY_RETRY,
+        cancellation_type=WAIT_FOR_OUTCOME,
     )
 
 
@@ -90,11 +102,11 @@ class Saga:
     def discard(self, name: str) -> None:
         self._compensations = [c for c in self._compensations if c[0] != name]
 
-    async def compensate(self) -> list[str]:
-        done = []
+    async def compensate(self) -> dict[str, Any]:
+        """Run every compensation, newest first; returns each one's result by name."""
+        done: dict[str, Any] = {}
         while self._compensations:
             name, compensation = self._compensations.pop()
             workflow.logger.info("compensating %s", name)
-            await compensation()
-            done.append(name)
+            done[name] = await compensation()
         return done

@@ -10,7 +10,6 @@ The saga exists because wallets may live on different database shards: each leg 
 from __future__ import annotations
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.payments import PaymentActivities
@@ -77,7 +76,7 @@ class TransferWorkflow:
         )
 
         saga = Saga()
-        debit_key = step_key(wf_id, "debit")
+        debit_key, credit_key = step_key(wf_id, "debit"), step_key(wf_id, "credit")
         saga.add(
             "reverse_debit",
             lambda: db_step(
@@ -88,6 +87,7 @@ class TransferWorkflow:
                     kind="transfer_reversal",
                     description=f"transfer {inp.transfer_id} rolled back",
                     saga_id=wf_id,
+                    unless_posted=credit_key,
                 ),
             ),
         )
@@ -103,7 +103,7 @@ class TransferWorkflow:
             )
             await self._set_status("debited")
             await self._post(
-                step_key(wf_id, "credit"),
+                credit_key,
                 "transfer_credit",
                 inp,
                 [
@@ -111,17 +111,18 @@ class TransferWorkflow:
                     PostingSpec(wallet_id=inp.to_wallet_id, amount=inp.amount),
                 ],
             )
-        except ActivityError as exc:
+        except BaseException as exc:
+            # A business refusal (code), a cancellation (asyncio's, or an in-flight step's ActivityError) or a
+            # bug: undo before giving up — unless the credit had gone through, and the transfer is complete.
             code = business_code(exc)
-            if code is None:
-                raise
-            await saga.compensate()
-            await self._set_status("failed", code)
-            return self._view
-        except BaseException:
-            # Cancellation (not an Exception) or a workflow bug: undo before giving up.
-            await saga.compensate()
-            await self._set_status("failed", "cancelled")
+            undone = await saga.compensate()
+            if code is not None:
+                await self._set_status("failed", code)
+                return self._view
+            if undone["reverse_debit"].skipped:
+                await self._set_status("completed")
+            else:
+                await self._set_status("failed", "cancelled")
             raise
         await self._set_status("completed")
         return self._view

@@ -33,6 +33,8 @@ class ReverseJournalInput(BaseModel):
     original_key: str
     idempotency_key: str
     kind: str
+    # Skip the reversal when this later step already posted: the saga completed its forward path.
+    unless_posted: str | None = None
     description: str | None = None
     saga_id: str | None = None
 
@@ -40,6 +42,7 @@ class ReverseJournalInput(BaseModel):
 class JournalResult(BaseModel):
     journal_id: int | None  # None: a reversal found nothing to undo
     created: bool
+    skipped: bool = False  # a reversal not applied because the forward path had completed
 
 
 class PlaceHoldInput(BaseModel):

@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest_asyncio
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
 from db.engine import in_transaction
 from db.repositories import ledger
 from payweave.contracts.activities import CreateGatewayPaymentInput, GatewayPayment, GatewayPaymentRef
 from payweave.contracts.sagas import DepositInput
+from tests.conftest import eventually
 from workers.registry import WORKFLOWS, build_activities
 
 PAID_DURING_CANCEL: set[str] = set()
@@ -120,3 +122,52 @@ async def test_unpaid_deposit_expires_without_a_ledger_write(
             await conn.execute(text("SELECT count(*) FROM entries WHERE wallet_id = :id"), {"id": wallet_id})
         ).scalar()
     assert n == 0
+
+
+async def test_cancelled_deposit_closes_the_intent_and_still_credits_a_payment_that_got_through(
+    temporal: Client, fake_gateway_queue: str, wallet_engine: AsyncEngine, payments_engine: AsyncEngine
+) -> None:
+    from temporalio.client import WorkflowFailureError
+
+    from payweave.contracts.sagas import DepositStatus
+
+    outcomes = {}
+    for paid in (False, True):
+        wallet_id = await _wallet(wallet_engine)
+        deposit_id = f"dep_{uuid.uuid4().hex[:20]}"
+        if paid:
+            PAID_DURING_CANCEL.add(deposit_id)
+        handle = await temporal.start_workflow(
+            "DepositWorkflow",
+            DepositInput(
+                deposit_id=deposit_id,
+                owner="o",
+                wallet_id=wallet_id,
+                amount=300,
+                currency="USD",
+                expires_in_seconds=3600,
+            ),
+            id=f"deposit:test:{deposit_id}",
+            task_queue=fake_gateway_queue,
+        )
+
+        async def awaiting(h: WorkflowHandle[Any, Any] = handle) -> bool:
+            view = await h.query("status", result_type=DepositStatus)
+            return view is not None and view.status == "awaiting_payment"
+
+        await eventually(awaiting)
+        await handle.cancel()
+        try:
+            await handle.result()
+        except WorkflowFailureError:
+            pass
+        async with payments_engine.connect() as conn:
+            status = (
+                await conn.execute(text("SELECT status FROM payments WHERE id = :id"), {"id": deposit_id})
+            ).scalar_one()
+        async with wallet_engine.connect() as conn:
+            balance = (
+                await conn.execute(text("SELECT balance FROM wallets WHERE id = :id"), {"id": wallet_id})
+            ).scalar_one()
+        outcomes[paid] = (status, balance)
+    assert outcomes == {False: ("canceled", 0), True: ("succeeded", 300)}
