@@ -12,7 +12,7 @@ because the money arrived.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
@@ -71,14 +71,19 @@ class DepositWorkflow:
 
     @workflow.signal
     def payment_succeeded(self, event: PaymentEvent) -> None:
-        if self._outcome is None:
+        if self._outcome is None and self._concerns_us(event):
             self._outcome = "succeeded"
 
     @workflow.signal
     def payment_failed(self, event: PaymentEvent) -> None:
-        if self._outcome is None:
+        if self._outcome is None and self._concerns_us(event):
             self._outcome = "failed"
             self._failure_code = event.failure_code or "payment_failed"
+
+    def _concerns_us(self, event: PaymentEvent) -> bool:
+        """Only events about this deposit's own gateway object count (once that object is known)."""
+        known = self._view.gateway_payment_id if self._view else None
+        return known is None or event.gateway_payment_id == known
 
     def _update_view(self, **changes: object) -> None:
         assert self._view is not None
@@ -147,15 +152,13 @@ class DepositWorkflow:
         self._accept()
         if payment.status == "failed":
             return await self._finish(inp, "failed", payment.failure_code or "payment_failed")
-        if payment.status == "succeeded":
-            self._outcome = self._outcome or "succeeded"
+        if payment.status == "succeeded":  # the gateway's own answer: paid already
+            return await self._credit(inp)
 
         ref = GatewayPaymentRef(payment_id=inp.deposit_id, gateway=inp.gateway, gateway_payment_id=payment.id)
-        remaining = (expires_at - workflow.now()).total_seconds()
         try:
-            await workflow.wait_condition(lambda: self._outcome is not None, timeout=max(remaining, 0.001))
-        except TimeoutError:
-            pass
+            if await self._await_confirmed_success(ref, expires_at):
+                return await self._credit(inp)
         except BaseException:
             # Cancelled while the payer may still pay: close the gateway object first, and if the payment got
             # through anyway, the money arrived and is credited.
@@ -163,11 +166,9 @@ class DepositWorkflow:
             if final.status == "succeeded" or self._outcome == "succeeded":
                 await self._credit(inp)
             else:
-                await self._finish(inp, "canceled", "cancelled")
+                await self._finish(inp, "canceled", "canceled")
             raise
 
-        if self._outcome == "succeeded":
-            return await self._credit(inp)
         # Failed or expired: cancel the gateway object. Its answer is the truth: if the payment won the race,
         # the money arrived and the wallet is credited (documented late-success behaviour).
         final = await self._cancel_until_final(ref)
@@ -176,6 +177,27 @@ class DepositWorkflow:
         if self._outcome == "failed":
             return await self._finish(inp, "failed", self._failure_code)
         return await self._finish(inp, "expired", "expired")
+
+    async def _await_confirmed_success(self, ref: GatewayPaymentRef, expires_at: datetime) -> bool:
+        """Wait for an outcome until expiry. A success signal is a claim; the gateway's record is the proof:
+        it is looked up before any money moves, and an unconfirmed claim is ignored."""
+        while True:
+            remaining = (expires_at - workflow.now()).total_seconds()
+            if remaining <= 0:
+                return False
+            try:
+                await workflow.wait_condition(lambda: self._outcome is not None, timeout=remaining)
+            except TimeoutError:
+                return False
+            if self._outcome != "succeeded":
+                return False
+            actual = await gateway_step(PaymentActivities.get_gateway_payment, ref)
+            if actual.status == "succeeded":
+                return True
+            workflow.logger.warning(
+                "success signal not confirmed by the gateway (%s); waiting on", actual.status
+            )
+            self._outcome = None
 
     async def _cancel_until_final(self, ref: GatewayPaymentRef) -> GatewayPayment:
         while True:

@@ -122,7 +122,7 @@ class TransferWorkflow:
             if undone["reverse_debit"].skipped:
                 await self._set_status("completed")
             else:
-                await self._set_status("failed", "cancelled")
+                await self._set_status("failed", "canceled")
             raise
         await self._set_status("completed")
         return self._view

@@ -249,7 +249,7 @@ class _Stack:
             self.console.print("Development token (sub dev-user; customer, merchant, operator):")
             # Plain print: rich would wrap the long token and break copy & paste.
             print(token, flush=True)
-            self.console.print(f"[dim]curl -H 'Authorization: Bearer $TOKEN' {api}/v1/...[/dim]")
+            self.console.print(f'[dim]curl -H "Authorization: Bearer $TOKEN" {api}/v1/wallets[/dim]')
         self.console.print()
 
     def explain_failure(self, error: BaseException) -> None:

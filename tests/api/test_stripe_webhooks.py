@@ -12,11 +12,14 @@ from typing import Any
 
 import httpx
 import pytest
+import stripe
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client
 
 from api.routers.webhooks import InvalidSignature, verify_stripe_signature
-from tests.conftest import WEBHOOK_SECRET, Users
+from payweave.settings import Settings
+from tests.conftest import WEBHOOK_SECRET, Users, eventually
 from tests.helpers import create_wallet, idem, until_terminal, wallet
 
 
@@ -55,6 +58,17 @@ async def stored_events(engine: AsyncEngine, object_id: str) -> list[dict[str, A
             {"o": object_id},
         )
         return [dict(r._mapping) for r in rows]
+
+
+async def pay(settings: Settings, intent_id: str) -> None:
+    """The payer's side, as Stripe.js would do it: attach a card and confirm."""
+    client = stripe.StripeClient(
+        settings.stripe_api_key.get_secret_value(),
+        base_addresses={"api": settings.stripe_api_base or ""},
+        http_client=stripe.HTTPXClient(),
+    )
+    await client.v1.payment_intents.update_async(intent_id, params={"payment_method": "pm_card_visa"})
+    await client.v1.payment_intents.confirm_async(intent_id)
 
 
 async def awaiting_deposit(
@@ -118,20 +132,26 @@ def test_secret_rotation_accepts_old_and_new_secrets_and_two_v1_signatures() -> 
 
 
 async def test_duplicate_concurrent_success_events_credit_once(
-    http: httpx.AsyncClient, users: Users, payments_engine: AsyncEngine, wallet_engine: AsyncEngine
+    http: httpx.AsyncClient,
+    users: Users,
+    payments_engine: AsyncEngine,
+    wallet_engine: AsyncEngine,
+    settings: Settings,
 ) -> None:
     """QUALITY R10: the same event 2–10 times, concurrently → as if once."""
     auth, accepted, wallet_id = await awaiting_deposit(http, users)
     wf_id = await deposit_workflow_id(payments_engine, accepted["id"])
     intent_id = accepted["gateway_payment_id"]
+    await pay(settings, intent_id)
     payload = intent_event("payment_intent.succeeded", intent_id, wf_id)
+    event_id = json.loads(payload)["id"]
     responses = await asyncio.gather(*(post(http, payload, sign(payload)) for _ in range(10)))
     assert all(r.status_code == 200 for r in responses)
     assert sum(not r.json()["duplicate"] for r in responses) == 1
     done = await until_terminal(http, auth, f"/v1/deposits/{accepted['id']}")
     assert done["status"] == "succeeded"
     assert (await wallet(http, auth, wallet_id))["balance"] == 4_200
-    events = await stored_events(payments_engine, intent_id)
+    events = [e for e in await stored_events(payments_engine, intent_id) if e["event_id"] == event_id]
     assert len(events) == 1 and events[0]["routed_at"] is not None
     async with wallet_engine.connect() as conn:
         credits = (
@@ -144,12 +164,18 @@ async def test_duplicate_concurrent_success_events_credit_once(
 
 @pytest.mark.parametrize("order", [("succeeded", "failed"), ("failed", "succeeded")])
 async def test_out_of_order_events_never_move_a_deposit_backwards(
-    http: httpx.AsyncClient, users: Users, payments_engine: AsyncEngine, order: tuple[str, str]
+    http: httpx.AsyncClient,
+    users: Users,
+    payments_engine: AsyncEngine,
+    order: tuple[str, str],
+    settings: Settings,
 ) -> None:
     """QUALITY R10: the first outcome is checked against the gateway; a later contrary event changes nothing."""
     auth, accepted, wallet_id = await awaiting_deposit(http, users, amount=900)
     wf_id = await deposit_workflow_id(payments_engine, accepted["id"])
     intent_id = accepted["gateway_payment_id"]
+    if order[0] == "succeeded":
+        await pay(settings, intent_id)
     first = intent_event(
         f"payment_intent.{'succeeded' if order[0] == 'succeeded' else 'payment_failed'}",
         intent_id,
@@ -201,3 +227,31 @@ async def test_webhook_outcomes_are_counted_in_metrics(http: httpx.AsyncClient) 
     text_metrics = (await http.get("/metrics")).text
     for outcome in ("unknown_object", "duplicate", "invalid_signature"):
         assert f'payweave_webhook_events_total{{outcome="{outcome}",provider="stripe"}}' in text_metrics
+
+
+async def test_a_success_claim_the_gateway_does_not_confirm_moves_no_money(
+    http: httpx.AsyncClient, users: Users, payments_engine: AsyncEngine, temporal: Client
+) -> None:
+    """A signed "succeeded" for an intent that is not paid is looked up and ignored; the deposit waits on."""
+    auth, accepted, wallet_id = await awaiting_deposit(http, users, amount=650)
+    wf_id = await deposit_workflow_id(payments_engine, accepted["id"])
+    payload = intent_event("payment_intent.succeeded", accepted["gateway_payment_id"], wf_id)
+    assert (await post(http, payload, sign(payload))).status_code == 200
+
+    async def looked_up() -> bool:
+        async for event in temporal.get_workflow_handle(wf_id).fetch_history_events():
+            if event.HasField("activity_task_completed_event_attributes"):
+                scheduled = event.activity_task_completed_event_attributes.scheduled_event_id
+                async for e in temporal.get_workflow_handle(wf_id).fetch_history_events():
+                    if (
+                        e.event_id == scheduled
+                        and e.activity_task_scheduled_event_attributes.activity_type.name
+                        == "get_gateway_payment"
+                    ):
+                        return True
+        return False
+
+    await eventually(looked_up)
+    now = (await http.get(f"/v1/deposits/{accepted['id']}", headers=auth)).json()
+    assert (now["status"], now["credited"]) == ("awaiting_payment", False)
+    assert (await wallet(http, auth, wallet_id))["balance"] == 0

@@ -153,7 +153,7 @@ async def test_cancel_during_the_credit_never_creates_or_loses_money(
         assert tuple(status) == ("completed", None)
         assert (src_balance, dst_balance) == (600, 400)
     else:
-        assert tuple(status) == ("failed", "cancelled")
+        assert tuple(status) == ("failed", "canceled")
         assert (src_balance, dst_balance) == (1_000, 0)
     async with wallet_engine.connect() as conn:
         transit = (
