@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from temporalio.client import Client
 
 from api.errors import install_error_handlers
-from api.routers import deposits, health, transfers, wallets, webhooks
+from api.routers import checkouts, deposits, health, products, transfers, wallets, webhooks
 from api.security import TokenVerifier
 from db.engine import make_engine
 from payweave import __version__
@@ -60,6 +60,14 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
         ).observe(time.perf_counter() - started)
         return response
 
-    for router in (health.router, wallets.router, deposits.router, transfers.router, webhooks.router):
+    for router in (
+        health.router,
+        wallets.router,
+        deposits.router,
+        transfers.router,
+        products.router,
+        checkouts.router,
+        webhooks.router,
+    ):
         app.include_router(router)
     return app

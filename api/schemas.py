@@ -87,3 +87,67 @@ class TransferOut(BaseModel):
     currency: str
     description: str | None = None
     failure_code: str | None = None
+
+
+class CreateProduct(StrictBody):
+    name: str = Field(min_length=1, max_length=200)
+    price: Amount
+    currency: Currency
+    stock: int = Field(ge=0, le=10_000_000)
+
+
+class ProductOut(BaseModel):
+    id: str
+    merchant: str
+    name: str
+    price: int
+    currency: str
+    stock: int
+    available: int
+
+
+class CheckoutItemIn(StrictBody):
+    product_id: str = Field(max_length=64)
+    quantity: int = Field(ge=1, le=10_000)
+
+
+class CheckoutPayment(StrictBody):
+    method: Literal["wallet", "gateway", "split"]
+    wallet_amount: Amount | None = Field(
+        default=None, description="split only; default: as much as available"
+    )
+    gateway: Literal["stripe", "xendit"] | None = None
+    payment_method: str | None = Field(default=None, max_length=255)
+
+
+class CreateCheckout(StrictBody):
+    merchant_id: str = Field(min_length=1, max_length=200)
+    currency: Currency
+    items: list[CheckoutItemIn] | None = Field(default=None, min_length=1, max_length=100)
+    amount: Amount | None = None
+    payment: CheckoutPayment
+    expires_in: int | None = Field(default=None, gt=0, le=7 * 24 * 3600, description="seconds")
+
+
+class CheckoutOut(BaseModel):
+    id: str
+    status: str
+    buyer: str
+    merchant: str
+    currency: str
+    total: int
+    wallet_amount: int
+    gateway_amount: int
+    method: str
+    gateway: str | None = None
+    gateway_payment_id: str | None = None
+    next_action: dict[str, Any] | None = None
+    failure_code: str | None = None
+    late_payment_refunded: bool = False
+    expires_at: datetime | None = None
+
+
+class CancelCheckoutIn(StrictBody):
+    reason: Literal["canceled_by_buyer", "requested_by_customer", "duplicate", "fraudulent"] = (
+        "canceled_by_buyer"
+    )

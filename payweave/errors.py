@@ -71,6 +71,10 @@ class HoldNotOpen(PayweaveError):
     code, status, title = "hold_not_open", 409, "Hold is no longer open"
 
 
+class OutOfStock(PayweaveError):
+    code, status, title = "out_of_stock", 409, "Out of stock"
+
+
 class GatewayDeclined(PayweaveError):
     code, status, title = "payment_declined", 402, "Payment declined"
 
@@ -91,6 +95,6 @@ BUSINESS_ERRORS: dict[str, type[PayweaveError]] = {
         ValidationFailed,
         Conflict,
         HoldNotOpen,
-        GatewayDeclined,
+        GatewayDeclined, OutOfStock,
     )
 }

@@ -9,13 +9,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from activities.gateways.base import PaymentGateway
 from activities.gateways.stripe import StripeGateway
+from activities.orders import OrderActivities
 from activities.payments import PaymentActivities
 from activities.wallet import LedgerActivities
 from payweave.settings import Settings
+from workflows.checkout import CheckoutWorkflow
 from workflows.deposit import DepositWorkflow
 from workflows.transfer import TransferWorkflow
 
-WORKFLOWS: Sequence[type] = (DepositWorkflow, TransferWorkflow)
+WORKFLOWS: Sequence[type] = (DepositWorkflow, TransferWorkflow, CheckoutWorkflow)
 
 
 def gateways_from_settings(settings: Settings) -> dict[str, PaymentGateway]:
@@ -29,7 +31,13 @@ def build_activities(
 ) -> list[Callable[..., Any]]:
     ledger = LedgerActivities(wallet_engine)
     payments = PaymentActivities(payments_engine, gateways)
+    orders = OrderActivities(payments_engine)
     return [
+        orders.record_order,
+        orders.reserve_stock,
+        orders.release_stock,
+        orders.commit_stock,
+        orders.mark_order,
         ledger.post_journal,
         ledger.reverse_journal,
         ledger.place_hold,

@@ -89,6 +89,16 @@ async def get_wallet(conn: AsyncConnection, wallet_id: str) -> Wallet | None:
     return _wallet(row) if row else None
 
 
+async def find_wallet(conn: AsyncConnection, owner: str, currency: str) -> Wallet | None:
+    row = (
+        await conn.execute(
+            text(f"SELECT {_WALLET_COLUMNS} FROM wallets WHERE owner = :owner AND currency = :currency"),
+            {"owner": owner, "currency": currency},
+        )
+    ).first()
+    return _wallet(row) if row else None
+
+
 async def list_wallets(conn: AsyncConnection, owner: str) -> list[Wallet]:
     rows = await conn.execute(
         text(

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from payweave.contracts.commerce import OrderItem
 from payweave.contracts.payments import Gateway
 
 
@@ -153,5 +154,40 @@ class RecordTransferInput(BaseModel):
 
 class MarkTransferInput(BaseModel):
     transfer_id: str
+    status: str
+    failure_code: str | None = None
+
+
+class RecordOrderInput(BaseModel):
+    order_id: str
+    workflow_id: str
+    buyer: str
+    merchant: str
+    currency: str
+    total: int
+    wallet_amount: int
+    gateway_amount: int
+    method: Literal["wallet", "gateway", "split"]
+    gateway: Gateway | None
+    buyer_wallet_id: str | None
+    merchant_wallet_id: str
+    items: list[OrderItem]
+    expires_at: datetime | None
+
+
+class ReserveStockInput(BaseModel):
+    idempotency_key: str
+    reservation_id: str
+    product_id: str
+    order_id: str
+    quantity: int
+
+
+class ReservationRef(BaseModel):
+    reservation_id: str
+
+
+class MarkOrderInput(BaseModel):
+    order_id: str
     status: str
     failure_code: str | None = None

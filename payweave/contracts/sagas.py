@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from payweave.contracts.commerce import OrderItem, PaymentMethod
 from payweave.contracts.payments import Gateway
 
 
@@ -65,3 +66,42 @@ class TransferStatusView(BaseModel):
     currency: str
     description: str | None = None
     failure_code: str | None = None
+
+
+class CheckoutInput(BaseModel):
+    order_id: str
+    buyer: str
+    merchant: str
+    currency: str
+    items: list[OrderItem] = []
+    total: int
+    method: PaymentMethod
+    wallet_amount: int = 0
+    gateway: Gateway | None = None
+    payment_method: str | None = None
+    buyer_wallet_id: str | None = None
+    merchant_wallet_id: str
+    expires_in_seconds: int = 1800
+
+
+class CheckoutStatus(BaseModel):
+    id: str
+    status: str
+    buyer: str
+    merchant: str
+    currency: str
+    total: int
+    wallet_amount: int
+    gateway_amount: int
+    method: PaymentMethod
+    gateway: Gateway | None = None
+    items: list[OrderItem] = []
+    gateway_payment_id: str | None = None
+    next_action: dict[str, Any] | None = None
+    failure_code: str | None = None
+    late_payment_refunded: bool = False
+    expires_at: datetime | None = None
+
+
+class CancelCheckout(BaseModel):
+    reason: str = "canceled_by_buyer"

@@ -1,0 +1,68 @@
+"""Order and stock activities (payments database). Reservations are keyed; releasing or committing twice
+changes nothing."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from temporalio import activity
+
+from activities.errors import business_errors
+from db.engine import in_transaction
+from db.repositories import commerce
+from payweave.contracts.activities import MarkOrderInput, RecordOrderInput, ReservationRef, ReserveStockInput
+from payweave.contracts.commerce import Order, Reservation
+
+
+class OrderActivities:
+    def __init__(self, payments_engine: AsyncEngine) -> None:
+        self._engine = payments_engine
+
+    @activity.defn
+    async def record_order(self, inp: RecordOrderInput) -> Order:
+        async def work(conn: AsyncConnection) -> Order:
+            return await commerce.create_order(
+                conn, order_id=inp.order_id, workflow_id=inp.workflow_id, buyer=inp.buyer, merchant=inp.merchant,
+                currency=inp.currency, total=inp.total, wallet_amount=inp.wallet_amount,
+                gateway_amount=inp.gateway_amount, method=inp.method, gateway=inp.gateway,
+                buyer_wallet_id=inp.buyer_wallet_id, merchant_wallet_id=inp.merchant_wallet_id, items=inp.items,
+                expires_at=inp.expires_at,
+            )
+
+        return await in_transaction(self._engine, work)
+
+    @activity.defn
+    async def reserve_stock(self, inp: ReserveStockInput) -> Reservation:
+        async def work(conn: AsyncConnection) -> Reservation:
+            return await commerce.reserve_stock(
+                conn, idempotency_key=inp.idempotency_key, reservation_id=inp.reservation_id,
+                product_id=inp.product_id, order_id=inp.order_id, quantity=inp.quantity,
+            )
+
+        async with business_errors():
+            return await in_transaction(self._engine, work)
+
+    @activity.defn
+    async def release_stock(self, ref: ReservationRef) -> Reservation | None:
+        """Compensation for ``reserve_stock``: harmless when nothing was reserved."""
+
+        async def work(conn: AsyncConnection) -> Reservation | None:
+            return await commerce.release_reservation(conn, ref.reservation_id)
+
+        return await in_transaction(self._engine, work)
+
+    @activity.defn
+    async def commit_stock(self, ref: ReservationRef) -> Reservation | None:
+        async def work(conn: AsyncConnection) -> Reservation | None:
+            return await commerce.commit_reservation(conn, ref.reservation_id)
+
+        return await in_transaction(self._engine, work)
+
+    @activity.defn
+    async def mark_order(self, inp: MarkOrderInput) -> Order:
+        async def work(conn: AsyncConnection) -> Order:
+            return await commerce.update_order(
+                conn, order_id=inp.order_id, status=inp.status, failure_code=inp.failure_code
+            )
+
+        async with business_errors():
+            return await in_transaction(self._engine, work)

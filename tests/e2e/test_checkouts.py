@@ -1,0 +1,236 @@
+"""CheckoutWorkflow through the API with real Postgres, Temporal and localstripe (issue 3 acceptance)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.conftest import Users, eventually
+from tests.helpers import create_wallet, deposit, idem, wallet
+
+DONE = {"paid", "failed", "expired", "canceled"}
+
+
+async def merchant_with_product(
+    http: httpx.AsyncClient, users: Users, price: int, stock: int
+) -> tuple[str, dict[str, str], dict[str, Any], dict[str, Any]]:
+    sub, auth = users.new("merchant")
+    mw = await create_wallet(http, auth)
+    r = await http.post(
+        "/v1/products",
+        json={"name": "widget", "price": price, "currency": "USD", "stock": stock},
+        headers=auth,
+    )
+    assert r.status_code == 201, r.text
+    return sub, auth, mw, r.json()
+
+
+async def checkout(http: httpx.AsyncClient, auth: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
+    r = await http.post("/v1/checkouts", json=body, headers={**auth, **idem()})
+    assert r.status_code == 202, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+async def until_done(http: httpx.AsyncClient, auth: dict[str, str], order_id: str) -> dict[str, Any]:
+    async def probe() -> dict[str, Any] | None:
+        r = await http.get(f"/v1/checkouts/{order_id}", headers=auth)
+        return r.json() if r.status_code == 200 and r.json()["status"] in DONE else None
+
+    return await eventually(probe)  # type: ignore[no-any-return]
+
+
+async def product(http: httpx.AsyncClient, auth: dict[str, str], product_id: str) -> dict[str, Any]:
+    return (await http.get(f"/v1/products/{product_id}", headers=auth)).json()  # type: ignore[no-any-return]
+
+
+async def test_split_checkout_posts_one_balanced_journal(
+    http: httpx.AsyncClient, users: Users, wallet_engine: AsyncEngine
+) -> None:
+    merchant, m_auth, m_wallet, prod = await merchant_with_product(http, users, price=5_000, stock=5)
+    _, buyer = users.new()
+    b_wallet = await create_wallet(http, buyer)
+    await deposit(http, buyer, b_wallet["id"], 5_000)
+    accepted = await checkout(
+        http,
+        buyer,
+        {
+            "merchant_id": merchant,
+            "currency": "USD",
+            "items": [{"product_id": prod["id"], "quantity": 2}],
+            "payment": {
+                "method": "split",
+                "wallet_amount": 3_000,
+                "gateway": "stripe",
+                "payment_method": "pm_card_visa",
+            },
+        },
+    )
+    assert (accepted["total"], accepted["wallet_amount"], accepted["gateway_amount"]) == (
+        10_000,
+        3_000,
+        7_000,
+    )
+    done = await until_done(http, buyer, accepted["id"])
+    assert done["status"] == "paid", done
+    assert (await wallet(http, buyer, b_wallet["id"]))["balance"] == 2_000
+    assert (await wallet(http, m_auth, m_wallet["id"]))["balance"] == 10_000
+    after = await product(http, buyer, prod["id"])
+    assert (after["stock"], after["available"]) == (3, 3)
+    async with wallet_engine.connect() as conn:
+        legs = (
+            await conn.execute(
+                text(
+                    "SELECT e.wallet_id, e.amount FROM journals j JOIN entries e ON e.journal_id = j.id "
+                    "WHERE j.kind = 'checkout' AND j.description = :d ORDER BY e.id"
+                ),
+                {"d": f"order {accepted['id']}"},
+            )
+        ).all()
+    assert sorted(amount for _, amount in legs) == [-7_000, -3_000, 10_000]
+    assert dict(legs) == {b_wallet["id"]: -3_000, "sys_gateway_clearing_usd": -7_000, m_wallet["id"]: 10_000}
+
+
+async def _assert_untouched(
+    http: httpx.AsyncClient, buyer: dict[str, str], wallet_id: str, balance: int, product_id: str, stock: int
+) -> None:
+    w = await wallet(http, buyer, wallet_id)
+    assert (w["balance"], w["held"]) == (balance, 0)
+    p = await product(http, buyer, product_id)
+    assert (p["stock"], p["available"]) == (stock, stock)
+
+
+async def test_declined_card_compensates_hold_and_stock(http: httpx.AsyncClient, users: Users) -> None:
+    merchant, _, _, prod = await merchant_with_product(http, users, price=4_000, stock=3)
+    _, buyer = users.new()
+    b_wallet = await create_wallet(http, buyer)
+    await deposit(http, buyer, b_wallet["id"], 1_000)
+    accepted = await checkout(
+        http,
+        buyer,
+        {
+            "merchant_id": merchant,
+            "currency": "USD",
+            "items": [{"product_id": prod["id"], "quantity": 1}],
+            "payment": {
+                "method": "split",
+                "gateway": "stripe",
+                "payment_method": "pm_card_chargeCustomerFail",
+            },
+        },
+    )
+    done = await until_done(http, buyer, accepted["id"])
+    assert (done["status"], done["failure_code"]) == ("failed", "card_declined")
+    await _assert_untouched(http, buyer, b_wallet["id"], 1_000, prod["id"], 3)
+
+
+async def test_unpaid_checkout_expires_and_compensates(http: httpx.AsyncClient, users: Users) -> None:
+    merchant, _, _, prod = await merchant_with_product(http, users, price=4_000, stock=3)
+    _, buyer = users.new()
+    b_wallet = await create_wallet(http, buyer)
+    await deposit(http, buyer, b_wallet["id"], 1_000)
+    accepted = await checkout(
+        http,
+        buyer,
+        {
+            "merchant_id": merchant,
+            "currency": "USD",
+            "items": [{"product_id": prod["id"], "quantity": 2}],
+            "payment": {"method": "split", "wallet_amount": 1_000, "gateway": "stripe"},
+            "expires_in": 1,
+        },
+    )
+    assert accepted["status"] == "awaiting_payment" and accepted["next_action"]["client_secret"]
+    done = await until_done(http, buyer, accepted["id"])
+    assert (done["status"], done["failure_code"]) == ("expired", "expired")
+    await _assert_untouched(http, buyer, b_wallet["id"], 1_000, prod["id"], 3)
+
+
+async def test_cancel_compensates_and_a_second_cancel_conflicts(
+    http: httpx.AsyncClient, users: Users
+) -> None:
+    merchant, _, _, prod = await merchant_with_product(http, users, price=2_500, stock=2)
+    _, buyer = users.new()
+    b_wallet = await create_wallet(http, buyer)
+    await deposit(http, buyer, b_wallet["id"], 2_000)
+    accepted = await checkout(
+        http,
+        buyer,
+        {
+            "merchant_id": merchant,
+            "currency": "USD",
+            "items": [{"product_id": prod["id"], "quantity": 1}],
+            "payment": {"method": "split", "gateway": "stripe"},
+        },
+    )
+    held = await wallet(http, buyer, b_wallet["id"])
+    assert (held["held"], held["available"]) == (2_000, 0)
+    r = await http.post(f"/v1/checkouts/{accepted['id']}/cancel", headers=buyer)
+    assert r.status_code == 200 and r.json()["status"] == "canceled", r.text
+    await _assert_untouched(http, buyer, b_wallet["id"], 2_000, prod["id"], 2)
+    again = await http.post(f"/v1/checkouts/{accepted['id']}/cancel", headers=buyer)
+    assert again.status_code == 409 and again.json()["code"] == "conflict"
+
+
+async def test_wallet_checkout_without_enough_funds_fails_and_releases_stock(
+    http: httpx.AsyncClient, users: Users
+) -> None:
+    merchant, _, _, prod = await merchant_with_product(http, users, price=3_000, stock=1)
+    _, buyer = users.new()
+    b_wallet = await create_wallet(http, buyer)
+    await deposit(http, buyer, b_wallet["id"], 2_999)
+    accepted = await checkout(
+        http,
+        buyer,
+        {
+            "merchant_id": merchant,
+            "currency": "USD",
+            "items": [{"product_id": prod["id"], "quantity": 1}],
+            "payment": {"method": "wallet"},
+        },
+    )
+    done = await until_done(http, buyer, accepted["id"])
+    assert (done["status"], done["failure_code"]) == ("failed", "insufficient_funds")
+    await _assert_untouched(http, buyer, b_wallet["id"], 2_999, prod["id"], 1)
+
+
+async def test_fifty_buyers_for_the_last_ten_units_never_oversell(
+    http: httpx.AsyncClient, users: Users
+) -> None:
+    merchant, _, m_wallet, prod = await merchant_with_product(http, users, price=100, stock=10)
+    buyers = [users.new() for _ in range(50)]
+    wallets = await asyncio.gather(*(create_wallet(http, auth) for _, auth in buyers))
+    await asyncio.gather(
+        *(deposit(http, auth, w["id"], 100) for (_, auth), w in zip(buyers, wallets, strict=True))
+    )
+    accepted = await asyncio.gather(
+        *(
+            checkout(
+                http,
+                auth,
+                {
+                    "merchant_id": merchant,
+                    "currency": "USD",
+                    "items": [{"product_id": prod["id"], "quantity": 1}],
+                    "payment": {"method": "wallet"},
+                },
+            )
+            for _, auth in buyers
+        )
+    )
+    done = await asyncio.gather(
+        *(until_done(http, auth, a["id"]) for (_, auth), a in zip(buyers, accepted, strict=True))
+    )
+    outcomes = [(d["status"], d["failure_code"]) for d in done]
+    assert outcomes.count(("paid", None)) == 10
+    assert outcomes.count(("failed", "out_of_stock")) == 40
+    final = await product(http, buyers[0][1], prod["id"])
+    assert (final["stock"], final["available"]) == (0, 0)
+    balances = await asyncio.gather(
+        *(wallet(http, auth, w["id"]) for (_, auth), w in zip(buyers, wallets, strict=True))
+    )
+    assert all(b["held"] == 0 for b in balances)
+    assert sorted(b["balance"] for b in balances) == [0] * 10 + [100] * 40
