@@ -9,8 +9,15 @@ from temporalio import activity
 from activities.errors import business_errors
 from db.engine import in_transaction
 from db.repositories import commerce
-from payweave.contracts.activities import MarkOrderInput, RecordOrderInput, ReservationRef, ReserveStockInput
-from payweave.contracts.commerce import Order, Reservation
+from payweave.contracts.activities import (
+    FinishRefundInput,
+    MarkOrderInput,
+    RecordOrderInput,
+    ReservationRef,
+    ReserveRefundInput,
+    ReserveStockInput,
+)
+from payweave.contracts.commerce import Order, Refund, Reservation
 
 
 class OrderActivities:
@@ -21,10 +28,20 @@ class OrderActivities:
     async def record_order(self, inp: RecordOrderInput) -> Order:
         async def work(conn: AsyncConnection) -> Order:
             return await commerce.create_order(
-                conn, order_id=inp.order_id, workflow_id=inp.workflow_id, buyer=inp.buyer, merchant=inp.merchant,
-                currency=inp.currency, total=inp.total, wallet_amount=inp.wallet_amount,
-                gateway_amount=inp.gateway_amount, method=inp.method, gateway=inp.gateway,
-                buyer_wallet_id=inp.buyer_wallet_id, merchant_wallet_id=inp.merchant_wallet_id, items=inp.items,
+                conn,
+                order_id=inp.order_id,
+                workflow_id=inp.workflow_id,
+                buyer=inp.buyer,
+                merchant=inp.merchant,
+                currency=inp.currency,
+                total=inp.total,
+                wallet_amount=inp.wallet_amount,
+                gateway_amount=inp.gateway_amount,
+                method=inp.method,
+                gateway=inp.gateway,
+                buyer_wallet_id=inp.buyer_wallet_id,
+                merchant_wallet_id=inp.merchant_wallet_id,
+                items=inp.items,
                 expires_at=inp.expires_at,
             )
 
@@ -34,8 +51,12 @@ class OrderActivities:
     async def reserve_stock(self, inp: ReserveStockInput) -> Reservation:
         async def work(conn: AsyncConnection) -> Reservation:
             return await commerce.reserve_stock(
-                conn, idempotency_key=inp.idempotency_key, reservation_id=inp.reservation_id,
-                product_id=inp.product_id, order_id=inp.order_id, quantity=inp.quantity,
+                conn,
+                idempotency_key=inp.idempotency_key,
+                reservation_id=inp.reservation_id,
+                product_id=inp.product_id,
+                order_id=inp.order_id,
+                quantity=inp.quantity,
             )
 
         async with business_errors():
@@ -62,6 +83,39 @@ class OrderActivities:
         async def work(conn: AsyncConnection) -> Order:
             return await commerce.update_order(
                 conn, order_id=inp.order_id, status=inp.status, failure_code=inp.failure_code
+            )
+
+        async with business_errors():
+            return await in_transaction(self._engine, work)
+
+    @activity.defn
+    async def reserve_refund(self, inp: ReserveRefundInput) -> Refund:
+        """Book the refund against the order (serialized per order by its row lock; never above what was paid)."""
+
+        async def work(conn: AsyncConnection) -> Refund:
+            return await commerce.reserve_refund(
+                conn,
+                refund_id=inp.refund_id,
+                workflow_id=inp.workflow_id,
+                order_id=inp.order_id,
+                requester=inp.requester,
+                amount=inp.amount,
+                policy=inp.policy,
+                reason=inp.reason,
+            )
+
+        async with business_errors():
+            return await in_transaction(self._engine, work)
+
+    @activity.defn
+    async def finish_refund(self, inp: FinishRefundInput) -> Refund:
+        async def work(conn: AsyncConnection) -> Refund:
+            return await commerce.finish_refund(
+                conn,
+                refund_id=inp.refund_id,
+                status=inp.status,
+                failure_code=inp.failure_code,
+                gateway_refund_id=inp.gateway_refund_id,
             )
 
         async with business_errors():

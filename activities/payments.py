@@ -16,6 +16,7 @@ from payweave.contracts.activities import (
     GatewayPayment,
     GatewayPaymentRef,
     GatewayRefund,
+    GatewayRefundRef,
     MarkPaymentInput,
     MarkTransferInput,
     RecordPaymentInput,
@@ -103,6 +104,11 @@ class PaymentActivities:
                 amount=inp.amount,
                 metadata={"payment_id": inp.payment_id, "reason": inp.reason},
             )
+
+    @activity.defn
+    async def get_gateway_refund(self, ref: GatewayRefundRef) -> GatewayRefund:
+        async with business_errors():
+            return await self._gateway(ref.gateway).get_refund(ref.refund_id)
 
     @activity.defn
     async def mark_payment(self, inp: MarkPaymentInput) -> Payment:

@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from temporalio.client import Client
 
 from api.errors import install_error_handlers
-from api.routers import checkouts, deposits, health, products, transfers, wallets, webhooks
+from api.routers import checkouts, deposits, health, products, refunds, transfers, wallets, webhooks
 from api.security import TokenVerifier
 from db.engine import make_engine
 from payweave import __version__
@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
         transfers.router,
         products.router,
         checkouts.router,
+        refunds.router,
         webhooks.router,
     ):
         app.include_router(router)

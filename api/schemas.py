@@ -49,9 +49,11 @@ class EntryPage(BaseModel):
 class CreateDeposit(StrictBody):
     amount: Amount
     currency: Currency | None = None
-    gateway: Literal["stripe"] = "stripe"
+    gateway: Literal["stripe", "xendit"] = "stripe"
     payment_method: str | None = Field(
-        default=None, max_length=255, description="a Stripe PaymentMethod id (pm_…) to confirm server-side"
+        default=None,
+        max_length=255,
+        description="a Stripe PaymentMethod id (pm_…) to confirm server-side; Xendit payers pay on the invoice page",
     )
     expires_in: int | None = Field(default=None, gt=0, le=7 * 24 * 3600, description="seconds")
 
@@ -151,3 +153,22 @@ class CancelCheckoutIn(StrictBody):
     reason: Literal["canceled_by_buyer", "requested_by_customer", "duplicate", "fraudulent"] = (
         "canceled_by_buyer"
     )
+
+
+class CreateRefund(StrictBody):
+    amount: Amount | None = Field(default=None, description="minor units; default: everything left to refund")
+    reason: str = Field(min_length=1, max_length=200)
+    policy: Literal["proportional", "wallet_first", "gateway_first"] = "proportional"
+
+
+class RefundOut(BaseModel):
+    id: str
+    order_id: str
+    status: str
+    amount: int | None
+    wallet_amount: int
+    gateway_amount: int
+    policy: str
+    reason: str
+    failure_code: str | None = None
+    gateway_refund_id: str | None = None

@@ -21,7 +21,15 @@ PERMISSIONS: dict[str, frozenset[str]] = {
         {"wallets:own", "deposits:create", "transfers:create", "checkouts:create", "products:write"}
     ),
     "factory": frozenset({"wallets:own", "deposits:create", "transfers:create", "group_buys:manage"}),
-    "operator": frozenset({"wallets:read_any", "wallets:freeze", "sagas:read_any", "group_buys:cancel_any"}),
+    "operator": frozenset(
+        {
+            "wallets:read_any",
+            "wallets:freeze",
+            "sagas:read_any",
+            "group_buys:cancel_any",
+            "refunds:create_any",
+        }
+    ),
     "service": frozenset({"wallets:own", "deposits:create", "transfers:create", "checkouts:create"}),
 }
 

@@ -75,6 +75,10 @@ class OutOfStock(PayweaveError):
     code, status, title = "out_of_stock", 409, "Out of stock"
 
 
+class RefundExceedsPaid(PayweaveError):
+    code, status, title = "refund_exceeds_paid", 422, "Refund exceeds what was paid"
+
+
 class GatewayDeclined(PayweaveError):
     code, status, title = "payment_declined", 402, "Payment declined"
 
@@ -95,6 +99,8 @@ BUSINESS_ERRORS: dict[str, type[PayweaveError]] = {
         ValidationFailed,
         Conflict,
         HoldNotOpen,
-        GatewayDeclined, OutOfStock,
+        GatewayDeclined,
+        OutOfStock,
+        RefundExceedsPaid,
     )
 }

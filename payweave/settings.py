@@ -71,6 +71,7 @@ class Settings(BaseSettings):
     dev_temporal_port: int = DEV_TEMPORAL_PORT
     dev_temporal_ui_port: int = DEV_TEMPORAL_UI_PORT
     dev_localstripe_port: int = DEV_LOCALSTRIPE_PORT
+    dev_xendit_port: int = DEV_XENDIT_PORT
 
     deposit_expiry_seconds: int = Field(default=30 * 60, gt=0)
     log_level: str = "INFO"

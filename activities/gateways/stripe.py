@@ -44,6 +44,19 @@ def _normalise(obj: Any) -> GatewayPayment:
     )
 
 
+def _refund(data: dict[str, Any]) -> GatewayRefund:
+    status = {"succeeded": "succeeded", "failed": "failed", "canceled": "failed"}.get(
+        data["status"], "pending"
+    )
+    return GatewayRefund(
+        gateway="stripe",
+        id=data["id"],
+        gateway_payment_id=str(data.get("payment_intent") or ""),
+        amount=int(data["amount"]),
+        status=status,
+    )
+
+
 def _classify(exc: stripe.StripeError) -> errors.GatewayError:
     if isinstance(exc, stripe.CardError):
         return errors.declined(exc.user_message or "card declined", code=exc.code or "card_declined")
@@ -136,14 +149,11 @@ class StripeGateway:
             )
         except stripe.StripeError as exc:
             raise _classify(exc) from None
-        data: dict[str, Any] = refund.to_dict()
-        status = {"succeeded": "succeeded", "failed": "failed", "canceled": "failed"}.get(
-            data["status"], "pending"
-        )
-        return GatewayRefund(
-            gateway="stripe",
-            id=data["id"],
-            gateway_payment_id=gateway_payment_id,
-            amount=int(data.get("amount") or amount),
-            status=status,
-        )
+        return _refund({**refund.to_dict(), "payment_intent": gateway_payment_id})
+
+    async def get_refund(self, refund_id: str) -> GatewayRefund:
+        try:
+            refund = await self._client.v1.refunds.retrieve_async(refund_id)
+        except stripe.StripeError as exc:
+            raise _classify(exc) from None
+        return _refund(refund.to_dict())

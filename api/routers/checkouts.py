@@ -162,7 +162,7 @@ async def create_checkout(
     return CheckoutOut.model_validate(accepted.model_dump())
 
 
-async def _visible_order(payments: PaymentsDB, user: Principal, order_id: str) -> Order:
+async def visible_order(payments: PaymentsDB, user: Principal, order_id: str) -> Order:
     async def work(conn: AsyncConnection) -> Order | None:
         return await commerce.get_order(conn, order_id)
 
@@ -194,7 +194,7 @@ async def _view(payments: PaymentsDB, temporal: TemporalDep, order: Order) -> Ch
 async def get_checkout(
     order_id: str, user: CurrentUser, payments: PaymentsDB, temporal: TemporalDep
 ) -> CheckoutOut:
-    return await _view(payments, temporal, await _visible_order(payments, user, order_id))
+    return await _view(payments, temporal, await visible_order(payments, user, order_id))
 
 
 @router.post("/{order_id}/cancel", response_model=CheckoutOut)
@@ -206,7 +206,7 @@ async def cancel_checkout(
     body: CancelCheckoutIn | None = None,
 ) -> CheckoutOut:
     """Cancel an unpaid checkout: the hold, the stock and the gateway payment are released. A paid one → 409."""
-    order = await _visible_order(payments, user, order_id)
+    order = await visible_order(payments, user, order_id)
     if order.buyer != user.sub and not user.can("sagas:read_any"):
         raise NotFound(f"checkout {order_id} not found")
     if order.status not in ("pending", "awaiting_payment"):

@@ -6,6 +6,8 @@ have no effect. An event for an object we never created is stored, counted and a
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 from typing import Any
@@ -21,7 +23,7 @@ from db.engine import in_transaction
 from db.repositories import payments as payments_repo
 from payweave.contracts.payments import WebhookEvent
 from payweave.contracts.sagas import PaymentEvent
-from payweave.errors import PayweaveError
+from payweave.errors import PayweaveError, Unauthenticated
 from payweave.metrics import WEBHOOK_EVENTS
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
@@ -34,6 +36,15 @@ MAX_WEBHOOK_BYTES = 512 * 1024
 STRIPE_SIGNALS = {
     "payment_intent.succeeded": "payment_succeeded",
     "payment_intent.payment_failed": "payment_failed",
+}
+
+# Xendit invoice status → the signal the owning workflow understands. PAID and SETTLED are both a success
+# (SETTLED only says the money reached our balance); an EXPIRED after a PAID changes nothing, because the
+# workflows take the first outcome only and confirm it with a look-up before any money moves.
+XENDIT_INVOICE_SIGNALS = {
+    "PAID": "payment_succeeded",
+    "SETTLED": "payment_succeeded",
+    "EXPIRED": "payment_failed",
 }
 
 
@@ -149,6 +160,109 @@ async def stripe_webhook(
             gateway_payment_id=str(obj.get("id")),
             event_id=event_id,
             failure_code=failure.get("code") if isinstance(failure, dict) else None,
+        ),
+    )
+    return {"received": True, "duplicate": False}
+
+
+# --- Xendit --------------------------------------------------------------------------------------------
+
+
+class InvalidCallback(PayweaveError):
+    code, status, title = "invalid_callback", 400, "Not a Xendit callback"
+
+
+def verify_xendit_token(header: str | None, expected: str) -> None:
+    """Xendit signs nothing: it sends the account's callback token, compared here in constant time."""
+    if not header or not expected or not hmac.compare_digest(header.encode(), expected.encode()):
+        WEBHOOK_EVENTS.labels("xendit", "invalid_signature").inc()
+        raise Unauthenticated("the x-callback-token header is missing or wrong")
+
+
+def _xendit_event(body: dict[str, Any], payload: bytes) -> tuple[str, str, dict[str, Any]]:
+    """(event id, event type, the object) of an invoice callback, a refund callback or anything else.
+
+    Invoice callbacks carry no event id: ``<invoice id>:<status>`` makes PAID and SETTLED two events and a
+    redelivered PAID the same one. Refunds likewise, per refund and status.
+    """
+    data = body.get("data")
+    if isinstance(body.get("event"), str) and isinstance(data, dict) and data.get("id"):
+        return f"{data['id']}:{data.get('status')}", str(body["event"]), data
+    if body.get("id") and body.get("external_id") and body.get("status"):
+        return f"{body['id']}:{body['status']}", f"invoice.{str(body['status']).lower()}", body
+    # Some other product's callback: stored once per distinct body, never routed.
+    return f"sha256:{hashlib.sha256(payload).hexdigest()}", str(body.get("event") or "unknown"), body
+
+
+async def _xendit_payment(engine: AsyncEngine, invoice_id: str | None, external_id: str | None) -> str | None:
+    """The owning workflow: by the invoice id we recorded, else by the external_id (our step key) — the
+    invoice may be known to Xendit before the activity that created it recorded its id."""
+
+    async def work(conn: AsyncConnection) -> str | None:
+        payment = None
+        if invoice_id:
+            payment = await payments_repo.find_payment_by_gateway_id(conn, "xendit", invoice_id)
+        if payment is None and external_id:
+            payment = await payments_repo.find_payment_by_step_key(conn, "xendit", external_id)
+        return payment.workflow_id if payment else None
+
+    return await in_transaction(engine, work)
+
+
+@router.post("/xendit", status_code=200)
+async def xendit_webhook(
+    request: Request,
+    payments: PaymentsDB,
+    temporal: TemporalDep,
+    settings: SettingsDep,
+    x_callback_token: str | None = Header(default=None, alias="x-callback-token"),
+) -> dict[str, Any]:
+    verify_xendit_token(x_callback_token, settings.xendit_callback_token.get_secret_value())
+    payload = await request.body()
+    if len(payload) > MAX_WEBHOOK_BYTES:
+        raise InvalidCallback("payload too large")
+    try:
+        body = json.loads(payload)
+    except ValueError:
+        raise InvalidCallback("the callback is not JSON") from None
+    if not isinstance(body, dict):
+        raise InvalidCallback("the callback is not a JSON object")
+    event_id, event_type, obj = _xendit_event(body, payload)
+    is_invoice = event_type.startswith("invoice.")
+    invoice_id = str(obj.get("id")) if is_invoice else obj.get("invoice_id")
+    wf_id = await _xendit_payment(
+        payments,
+        invoice_id if isinstance(invoice_id, str) else None,
+        str(obj["external_id"]) if is_invoice else None,
+    )
+
+    async def store(conn: AsyncConnection) -> WebhookEvent | None:
+        return await payments_repo.store_webhook_event(
+            conn,
+            provider="xendit",
+            event_id=event_id,
+            event_type=event_type,
+            object_id=str(obj["id"]) if obj.get("id") else None,
+            workflow_id=wf_id,
+            payload=body,
+        )
+
+    stored = await in_transaction(payments, store)
+    if stored is None:
+        WEBHOOK_EVENTS.labels("xendit", "duplicate").inc()
+        return {"received": True, "duplicate": True}
+    status = str(obj.get("status"))
+    signal = XENDIT_INVOICE_SIGNALS.get(status) if is_invoice else None
+    await route_event(
+        payments,
+        temporal,
+        stored,
+        signal,
+        PaymentEvent(
+            gateway="xendit",
+            gateway_payment_id=str(obj.get("id")),
+            event_id=event_id,
+            failure_code="expired" if status == "EXPIRED" else None,
         ),
     )
     return {"received": True, "duplicate": False}

@@ -11,19 +11,26 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from payweave import errors
-from payweave.contracts.commerce import Order, OrderItem, Product, Reservation
+from payweave.contracts.commerce import Order, OrderItem, Product, Refund, Reservation
+from payweave.refund_split import RefundPolicy, split_refund
 
 _PRODUCT_COLUMNS = "id, merchant, name, price, currency, stock, reserved, created_at"
 _RESERVATION_COLUMNS = "id, product_id, order_id, quantity, status"
 _ORDER_COLUMNS = (
     "id, workflow_id, buyer, merchant, currency, total, wallet_amount, gateway_amount, method, gateway, "
-    "buyer_wallet_id, merchant_wallet_id, items, status, failure_code, refunded_amount, expires_at, created_at, "
-    "updated_at"
+    "buyer_wallet_id, merchant_wallet_id, items, status, failure_code, refunded_amount, refunded_wallet, "
+    "refunded_gateway, expires_at, created_at, updated_at"
 )
 # An order never moves backwards: a late "failed" cannot un-pay it, a late "paid" cannot revive a cancel.
 ORDER_RANK = {
-    "pending": 0, "awaiting_payment": 1, "failed": 2, "expired": 2, "canceled": 2, "paid": 3,
-    "partially_refunded": 4, "refunded": 5,
+    "pending": 0,
+    "awaiting_payment": 1,
+    "failed": 2,
+    "expired": 2,
+    "canceled": 2,
+    "paid": 3,
+    "partially_refunded": 4,
+    "refunded": 5,
 }
 
 
@@ -43,8 +50,14 @@ async def create_product(
                 "INSERT INTO products (id, merchant, name, price, currency, stock) "
                 f"VALUES (:id, :merchant, :name, :price, :currency, :stock) RETURNING {_PRODUCT_COLUMNS}"
             ),
-            {"id": product_id, "merchant": merchant, "name": name, "price": price, "currency": currency,
-             "stock": stock},
+            {
+                "id": product_id,
+                "merchant": merchant,
+                "name": name,
+                "price": price,
+                "currency": currency,
+                "stock": stock,
+            },
         )
     ).one()
     return Product.model_validate(_strip(row))
@@ -52,13 +65,20 @@ async def create_product(
 
 async def get_product(conn: AsyncConnection, product_id: str) -> Product | None:
     row = (
-        await conn.execute(text(f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE id = :id"), {"id": product_id})
+        await conn.execute(
+            text(f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE id = :id"), {"id": product_id}
+        )
     ).first()
     return Product.model_validate(_strip(row)) if row else None
 
 
 async def reserve_stock(
-    conn: AsyncConnection, *, idempotency_key: str, reservation_id: str, product_id: str, order_id: str,
+    conn: AsyncConnection,
+    *,
+    idempotency_key: str,
+    reservation_id: str,
+    product_id: str,
+    order_id: str,
     quantity: int,
 ) -> Reservation:
     """Hold ``quantity`` units for an order; concurrent checkouts can never reserve more than the stock."""
@@ -69,8 +89,13 @@ async def reserve_stock(
                 "VALUES (:id, :key, :product_id, :order_id, :quantity) "
                 f"ON CONFLICT (idempotency_key) DO NOTHING RETURNING {_RESERVATION_COLUMNS}"
             ),
-            {"id": reservation_id, "key": idempotency_key, "product_id": product_id, "order_id": order_id,
-             "quantity": quantity},
+            {
+                "id": reservation_id,
+                "key": idempotency_key,
+                "product_id": product_id,
+                "order_id": order_id,
+                "quantity": quantity,
+            },
         )
     ).first()
     if row is None:
@@ -108,14 +133,17 @@ async def _move_reservation(conn: AsyncConnection, reservation_id: str, to: str)
     if row is None:  # already committed or released: nothing to do twice
         current = (
             await conn.execute(
-                text(f"SELECT {_RESERVATION_COLUMNS} FROM stock_reservations WHERE id = :id"), {"id": reservation_id}
+                text(f"SELECT {_RESERVATION_COLUMNS} FROM stock_reservations WHERE id = :id"),
+                {"id": reservation_id},
             )
         ).first()
         return Reservation.model_validate(dict(current._mapping)) if current else None
     reservation = Reservation.model_validate(dict(row._mapping))
     stock_change = "stock = stock - :q, " if to == "committed" else ""
     await conn.execute(
-        text(f"UPDATE products SET {stock_change}reserved = reserved - :q, updated_at = now() WHERE id = :id"),
+        text(
+            f"UPDATE products SET {stock_change}reserved = reserved - :q, updated_at = now() WHERE id = :id"
+        ),
         {"q": reservation.quantity, "id": reservation.product_id},
     )
     return reservation
@@ -130,9 +158,22 @@ async def commit_reservation(conn: AsyncConnection, reservation_id: str) -> Rese
 
 
 async def create_order(
-    conn: AsyncConnection, *, order_id: str, workflow_id: str, buyer: str, merchant: str, currency: str,
-    total: int, wallet_amount: int, gateway_amount: int, method: str, gateway: str | None,
-    buyer_wallet_id: str | None, merchant_wallet_id: str, items: list[OrderItem], expires_at: datetime | None,
+    conn: AsyncConnection,
+    *,
+    order_id: str,
+    workflow_id: str,
+    buyer: str,
+    merchant: str,
+    currency: str,
+    total: int,
+    wallet_amount: int,
+    gateway_amount: int,
+    method: str,
+    gateway: str | None,
+    buyer_wallet_id: str | None,
+    merchant_wallet_id: str,
+    items: list[OrderItem],
+    expires_at: datetime | None,
 ) -> Order:
     row = (
         await conn.execute(
@@ -143,10 +184,22 @@ async def create_order(
                 ":merchant_wallet_id, CAST(:items AS jsonb), :expires_at) ON CONFLICT (workflow_id) DO NOTHING "
                 f"RETURNING {_ORDER_COLUMNS}"
             ),
-            {"id": order_id, "wf": workflow_id, "buyer": buyer, "merchant": merchant, "currency": currency,
-             "total": total, "wallet_amount": wallet_amount, "gateway_amount": gateway_amount, "method": method,
-             "gateway": gateway, "buyer_wallet_id": buyer_wallet_id, "merchant_wallet_id": merchant_wallet_id,
-             "items": json.dumps([i.model_dump() for i in items]), "expires_at": expires_at},
+            {
+                "id": order_id,
+                "wf": workflow_id,
+                "buyer": buyer,
+                "merchant": merchant,
+                "currency": currency,
+                "total": total,
+                "wallet_amount": wallet_amount,
+                "gateway_amount": gateway_amount,
+                "method": method,
+                "gateway": gateway,
+                "buyer_wallet_id": buyer_wallet_id,
+                "merchant_wallet_id": merchant_wallet_id,
+                "items": json.dumps([i.model_dump() for i in items]),
+                "expires_at": expires_at,
+            },
         )
     ).first()
     if row is not None:
@@ -159,7 +212,9 @@ async def create_order(
 async def get_order(conn: AsyncConnection, order_id: str, *, for_update: bool = False) -> Order | None:
     lock = " FOR UPDATE" if for_update else ""
     row = (
-        await conn.execute(text(f"SELECT {_ORDER_COLUMNS} FROM orders WHERE id = :id{lock}"), {"id": order_id})
+        await conn.execute(
+            text(f"SELECT {_ORDER_COLUMNS} FROM orders WHERE id = :id{lock}"), {"id": order_id}
+        )
     ).first()
     return Order.model_validate(_strip(row)) if row else None
 
@@ -182,3 +237,124 @@ async def update_order(
         )
     ).one()
     return Order.model_validate(_strip(row))
+
+
+# --- refunds -------------------------------------------------------------------------------------------
+
+_REFUND_COLUMNS = (
+    "id, workflow_id, order_id, requester, amount, wallet_amount, gateway_amount, policy, reason, status, "
+    "failure_code, gateway_refund_id, created_at"
+)
+REFUNDABLE = ("paid", "partially_refunded")
+
+
+async def get_refund(conn: AsyncConnection, refund_id: str) -> Refund | None:
+    row = (
+        await conn.execute(text(f"SELECT {_REFUND_COLUMNS} FROM refunds WHERE id = :id"), {"id": refund_id})
+    ).first()
+    return Refund.model_validate(dict(row._mapping)) if row else None
+
+
+async def _add_refunded(conn: AsyncConnection, order: Order, wallet: int, gateway: int) -> None:
+    refunded = order.refunded_amount + wallet + gateway
+    status = "refunded" if refunded == order.total else ("partially_refunded" if refunded else "paid")
+    await conn.execute(
+        text(
+            "UPDATE orders SET refunded_wallet = refunded_wallet + :w, refunded_gateway = refunded_gateway + :g, "
+            "refunded_amount = refunded_amount + :w + :g, status = :status, updated_at = now() WHERE id = :id"
+        ),
+        {"w": wallet, "g": gateway, "status": status, "id": order.id},
+    )
+
+
+async def reserve_refund(
+    conn: AsyncConnection,
+    *,
+    refund_id: str,
+    workflow_id: str,
+    order_id: str,
+    requester: str,
+    amount: int | None,
+    policy: RefundPolicy,
+    reason: str,
+) -> Refund:
+    """Book a refund against the order under its row lock: concurrent refunds are serialized here, so their
+    sum can never exceed what was paid. The same refund id again returns the first booking."""
+    existing = await get_refund(conn, refund_id)
+    if existing is not None:
+        return existing
+    order = await get_order(conn, order_id, for_update=True)
+    if order is None:
+        raise errors.NotFound(f"order {order_id} not found")
+    again = await get_refund(conn, refund_id)  # a concurrent duplicate may have booked it while we waited
+    if again is not None:
+        return again
+    if order.status not in REFUNDABLE:
+        raise errors.Conflict(f"order {order_id} is {order.status}, not refundable")
+    left = order.total - order.refunded_amount
+    amount = left if amount is None else amount
+    try:
+        wallet, gateway = split_refund(
+            amount,
+            wallet_paid=order.wallet_amount,
+            gateway_paid=order.gateway_amount,
+            wallet_refunded=order.refunded_wallet,
+            gateway_refunded=order.refunded_gateway,
+            policy=policy,
+        )
+    except ValueError:
+        raise errors.RefundExceedsPaid(f"{amount} is more than the {left} left to refund") from None
+    row = (
+        await conn.execute(
+            text(
+                "INSERT INTO refunds (id, workflow_id, order_id, requester, amount, wallet_amount, gateway_amount, "
+                "policy, reason) VALUES (:id, :wf, :order_id, :requester, :amount, :w, :g, :policy, :reason) "
+                f"RETURNING {_REFUND_COLUMNS}"
+            ),
+            {
+                "id": refund_id,
+                "wf": workflow_id,
+                "order_id": order_id,
+                "requester": requester,
+                "amount": amount,
+                "w": wallet,
+                "g": gateway,
+                "policy": policy,
+                "reason": reason,
+            },
+        )
+    ).one()
+    await _add_refunded(conn, order, wallet, gateway)
+    return Refund.model_validate(dict(row._mapping))
+
+
+async def finish_refund(
+    conn: AsyncConnection,
+    *,
+    refund_id: str,
+    status: str,
+    failure_code: str | None = None,
+    gateway_refund_id: str | None = None,
+) -> Refund:
+    """Close a refund. A failed refund gives its booking back to the order (once: only from pending)."""
+    row = (
+        await conn.execute(
+            text(
+                "UPDATE refunds SET status = :status, failure_code = :code, "
+                "gateway_refund_id = coalesce(:gid, gateway_refund_id), updated_at = now() "
+                f"WHERE id = :id AND status = 'pending' RETURNING {_REFUND_COLUMNS}"
+            ),
+            {"id": refund_id, "status": status, "code": failure_code, "gid": gateway_refund_id},
+        )
+    ).first()
+    if row is None:
+        current = await get_refund(conn, refund_id)
+        if current is None:
+            raise errors.NotFound(f"refund {refund_id} not found")
+        return current
+    refund = Refund.model_validate(dict(row._mapping))
+    if status == "failed":
+        order = await get_order(conn, refund.order_id, for_update=True)
+        assert order is not None
+        await _add_refunded(conn, order, -refund.wallet_amount, -refund.gateway_amount)
+    return refund

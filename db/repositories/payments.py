@@ -138,6 +138,26 @@ async def find_payment_by_gateway_id(
     return _payment(row) if row else None
 
 
+async def find_payment_by_step_key(conn: AsyncConnection, gateway: str, key: str) -> Payment | None:
+    """The payment of the workflow that made the step key ``key`` (``<workflow id>:<step>[:<n>]``, ARCHITECTURE §4),
+    e.g. a Xendit invoice's external_id. Workflow ids contain ':' too, so every prefix that ends before a ':' is
+    a candidate; the longest one that owns a payment wins."""
+    parts = key.split(":")
+    candidates = [":".join(parts[:n]) for n in range(1, len(parts))]
+    if not candidates:
+        return None
+    row = (
+        await conn.execute(
+            text(
+                f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE gateway = :g AND workflow_id = ANY(:wfs) "
+                "ORDER BY length(workflow_id) DESC, created_at LIMIT 1"
+            ),
+            {"g": gateway, "wfs": candidates},
+        )
+    ).first()
+    return _payment(row) if row else None
+
+
 async def update_payment(
     conn: AsyncConnection,
     *,

@@ -191,3 +191,25 @@ class MarkOrderInput(BaseModel):
     order_id: str
     status: str
     failure_code: str | None = None
+
+
+class ReserveRefundInput(BaseModel):
+    refund_id: str
+    workflow_id: str
+    order_id: str
+    requester: str
+    amount: int | None
+    policy: Literal["proportional", "wallet_first", "gateway_first"]
+    reason: str
+
+
+class FinishRefundInput(BaseModel):
+    refund_id: str
+    status: Literal["succeeded", "failed"]
+    failure_code: str | None = None
+    gateway_refund_id: str | None = None
+
+
+class GatewayRefundRef(BaseModel):
+    gateway: Gateway
+    refund_id: str

@@ -42,6 +42,22 @@ class Reservation(BaseModel):
     status: Literal["reserved", "committed", "released"]
 
 
+class Refund(BaseModel):
+    id: str
+    workflow_id: str
+    order_id: str
+    requester: str
+    amount: int
+    wallet_amount: int
+    gateway_amount: int
+    policy: str
+    reason: str
+    status: Literal["pending", "succeeded", "failed"]
+    failure_code: str | None
+    gateway_refund_id: str | None
+    created_at: datetime
+
+
 class Order(BaseModel):
     id: str
     workflow_id: str
@@ -59,6 +75,8 @@ class Order(BaseModel):
     status: OrderStatus
     failure_code: str | None
     refunded_amount: int
+    refunded_wallet: int = 0
+    refunded_gateway: int = 0
     expires_at: datetime | None
     created_at: datetime
     updated_at: datetime

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -105,3 +105,30 @@ class CheckoutStatus(BaseModel):
 
 class CancelCheckout(BaseModel):
     reason: str = "canceled_by_buyer"
+
+
+class RefundInput(BaseModel):
+    refund_id: str
+    order_id: str
+    requester: str
+    amount: int | None = None
+    policy: Literal["proportional", "wallet_first", "gateway_first"] = "proportional"
+    reason: str
+    currency: str
+    buyer_wallet_id: str | None
+    merchant_wallet_id: str
+    gateway: Gateway | None = None
+    gateway_payment_id: str | None = None
+
+
+class RefundStatus(BaseModel):
+    id: str
+    order_id: str
+    status: str
+    amount: int | None
+    wallet_amount: int = 0
+    gateway_amount: int = 0
+    policy: str
+    reason: str
+    failure_code: str | None = None
+    gateway_refund_id: str | None = None

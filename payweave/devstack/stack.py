@@ -1,10 +1,10 @@
 """``payweave dev``: the whole platform on one machine, started in order, stopped in reverse order.
 
-PostgreSQL → migrations → Temporal dev server (+ Web UI) → localstripe → worker → API. A part whose
-setting was given explicitly (environment or ``.env``) is not started: that setting points at a real one.
-Everything lives in ``data_dir`` (default ``.payweave/``), so a second run finds its data again: the
-PostgreSQL cluster, ``temporal.db``, ``localstripe.pickle``, the generated secrets in ``dev.env`` and the
-logs of the background services in ``logs/``. Worker and API log to the terminal, prefixed.
+PostgreSQL → migrations → Temporal dev server (+ Web UI) → localstripe → Xendit emulator → worker → API. A
+part whose setting was given explicitly (environment or ``.env``) is not started: that setting points at a real
+one. Everything lives in ``data_dir`` (default ``.payweave/``), so a second run finds its data again: the
+PostgreSQL cluster, ``temporal.db``, ``localstripe.pickle``, ``xendit.pickle``, the generated secrets in
+``dev.env`` and the logs of the background services in ``logs/``. Worker and API log to the terminal, prefixed.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ from payweave.devstack.supervisor import (
     with_project_on_pythonpath,
 )
 from payweave.devstack.temporal import dev_server_argv, ensure_search_attributes
+from payweave.devstack.xendit_emulator import wait_until_up as wait_until_xendit_up
+from payweave.devstack.xendit_emulator import xendit_emulator_argv, xendit_emulator_env
 from payweave.settings import (
     DEV_DIR,
     Settings,
@@ -83,6 +85,14 @@ def uses_real_stripe(settings: Settings) -> bool:
     if key.startswith(("sk_live_", "rk_live_")):
         return True
     return "stripe_api_key" in settings.model_fields_set and key.startswith(("sk_test_", "rk_test_"))
+
+
+def uses_real_xendit(settings: Settings) -> bool:
+    """A production key, or a development key somebody configured on purpose, means: talk to api.xendit.co."""
+    key = settings.xendit_secret_key.get_secret_value()
+    if key.startswith("xnd_production_"):
+        return True
+    return "xendit_secret_key" in settings.model_fields_set and key.startswith("xnd_development_")
 
 
 def child_env(settings: Settings, base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -149,6 +159,11 @@ class _Stack:
                 self._update(stripe_api_base=None)  # the real Stripe API
             else:
                 self._start_localstripe()
+        if "xendit_api_base" not in explicit:
+            if uses_real_xendit(self.settings):
+                self._update(xendit_api_base=None)  # the real Xendit API
+            else:
+                self._start_xendit()
         self._start_app()
 
     def _start_postgres(self, fields: list[str]) -> None:
@@ -211,6 +226,23 @@ class _Stack:
         self._update(stripe_api_base=base)
         self.started.append("localstripe")
 
+    def _start_xendit(self) -> None:
+        port = self.settings.dev_xendit_port
+        _require_free(port, "Xendit emulator", "PAYWEAVE_XENDIT_API_BASE")
+        store = self.data_dir / "xendit.pickle"
+        self._step(f"Xendit emulator on port {port} ({store})")
+        callback = f"{self.settings.public_base_url.rstrip('/')}/v1/webhooks/xendit"
+        process = self.sup.start(
+            "xendit",
+            xendit_emulator_argv(port, host=LOOPBACK, callback_url=callback, store=store),
+            env=xendit_emulator_env(self.settings.xendit_callback_token.get_secret_value()),
+            log_path=self.logs / "xendit.log",
+        )
+        base = f"http://{LOOPBACK}:{port}"
+        wait_until_xendit_up(base, 30, process=process)
+        self._update(xendit_api_base=base)
+        self.started.append("xendit")
+
     def _start_app(self) -> None:
         settings = self.settings
         _require_free(settings.api_port, "API", "PAYWEAVE_API_PORT")
@@ -233,6 +265,10 @@ class _Stack:
         table.add_row("Temporal Web UI", s.temporal_ui_url)
         table.add_row("Temporal", f"{s.temporal_address} (namespace {s.temporal_namespace})")
         table.add_row("Stripe", s.stripe_api_base or "api.stripe.com (real)")
+        xendit = s.xendit_api_base or "api.xendit.co (real)"
+        if "xendit" in self.started:
+            xendit += f" (emulator; pay an invoice: POST {s.xendit_api_base}/_control/invoices/<id>/pay)"
+        table.add_row("Xendit", xendit)
         table.add_row("Wallet DB", s.wallet_database_url)
         table.add_row("Payments DB", s.payments_database_url)
         table.add_row("Data, logs", f"{self.data_dir}, {self.logs}")
