@@ -11,7 +11,17 @@ from fastapi import FastAPI, Request
 from temporalio.client import Client
 
 from api.errors import install_error_handlers
-from api.routers import checkouts, deposits, health, products, refunds, transfers, wallets, webhooks
+from api.routers import (
+    checkouts,
+    deposits,
+    health,
+    notifications,
+    products,
+    refunds,
+    transfers,
+    wallets,
+    webhooks,
+)
 from api.security import TokenVerifier
 from db.engine import make_engine
 from payweave import __version__
@@ -68,6 +78,7 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
         products.router,
         checkouts.router,
         refunds.router,
+        notifications.router,
         webhooks.router,
     ):
         app.include_router(router)

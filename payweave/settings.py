@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     dev_localstripe_port: int = DEV_LOCALSTRIPE_PORT
     dev_xendit_port: int = DEV_XENDIT_PORT
 
+    # Optional: domain events are also POSTed here, signed with HMAC-SHA256 (header Payweave-Signature).
+    notify_webhook_url: str | None = None
+    notify_webhook_secret: SecretStr | None = None
+
     deposit_expiry_seconds: int = Field(default=30 * 60, gt=0)
     log_level: str = "INFO"
 

@@ -35,6 +35,7 @@ def build_worker(
             wallet_engine=wallet_engine,  # type: ignore[arg-type]
             payments_engine=payments_engine,  # type: ignore[arg-type]
             gateways=gateways,  # type: ignore[arg-type]
+            settings=settings,
         ),
         max_concurrent_activities=200,
     )

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from activities.gateways.base import PaymentGateway
 from activities.gateways.stripe import StripeGateway
 from activities.gateways.xendit import XenditGateway
+from activities.notify import NotifyActivities
 from activities.orders import OrderActivities
 from activities.payments import PaymentActivities
 from activities.wallet import LedgerActivities
@@ -30,12 +31,23 @@ def gateways_from_settings(settings: Settings) -> dict[str, PaymentGateway]:
 
 
 def build_activities(
-    *, wallet_engine: AsyncEngine, payments_engine: AsyncEngine, gateways: Mapping[str, PaymentGateway]
+    *,
+    wallet_engine: AsyncEngine,
+    payments_engine: AsyncEngine,
+    gateways: Mapping[str, PaymentGateway],
+    settings: Settings | None = None,
 ) -> list[Callable[..., Any]]:
+    secret = settings.notify_webhook_secret if settings else None
+    notify = NotifyActivities(
+        payments_engine,
+        settings.notify_webhook_url if settings else None,
+        secret.get_secret_value() if secret else None,
+    )
     ledger = LedgerActivities(wallet_engine)
     payments = PaymentActivities(payments_engine, gateways)
     orders = OrderActivities(payments_engine)
     return [
+        notify.notify,
         orders.record_order,
         orders.reserve_stock,
         orders.release_stock,

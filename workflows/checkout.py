@@ -40,7 +40,7 @@ with workflow.unsafe.imports_passed_through():
     from payweave.contracts.sagas import CancelCheckout, CheckoutInput, CheckoutStatus, PaymentEvent
     from payweave.ids import step_key
 
-from workflows.saga import Saga, business_code, db_step, gateway_step, set_search_attributes
+from workflows.saga import Saga, business_code, db_step, gateway_step, notify, set_search_attributes
 
 OPEN = ("pending", "awaiting_payment")
 TERMINAL = ("paid", "failed", "expired", "canceled")
@@ -400,3 +400,17 @@ class CheckoutWorkflow:
         )
         self._update(status=status, failure_code=code)
         self._accept()
+        recipients = [inp.buyer, inp.merchant] if status == "paid" else [inp.buyer]
+        await notify(
+            f"checkout.{status}",
+            recipients,
+            {
+                "order_id": inp.order_id,
+                "status": status,
+                "failure_code": code,
+                "total": inp.total,
+                "currency": inp.currency,
+                "late_payment_refunded": self._view.late_payment_refunded if self._view else False,
+            },
+            step="notify",
+        )

@@ -29,7 +29,7 @@ with workflow.unsafe.imports_passed_through():
     from payweave.contracts.sagas import RefundInput, RefundStatus
     from payweave.ids import step_key
 
-from workflows.saga import Saga, business_code, db_step, gateway_step, set_search_attributes
+from workflows.saga import Saga, business_code, db_step, gateway_step, notify, set_search_attributes
 
 REFUND_POLL = timedelta(seconds=30)
 
@@ -138,6 +138,7 @@ class RefundWorkflow:
                 FinishRefundInput(refund_id=inp.refund_id, status="failed", failure_code=code or "canceled"),
             )
             self._update(status="failed", failure_code=code or "canceled")
+            await notify("refund.failed", [inp.requester], self._event(), step="notify")
             if code is None:
                 raise
             return self._view
@@ -148,7 +149,12 @@ class RefundWorkflow:
             ),
         )
         self._update(status="succeeded", gateway_refund_id=gateway_refund_id)
+        await notify("refund.succeeded", [inp.requester, *inp.notify], self._event(), step="notify")
         return self._view
+
+    def _event(self) -> dict[str, object]:
+        assert self._view is not None
+        return self._view.model_dump(mode="json")
 
     async def _post(self, saga: Saga, inp: RefundInput, part: str, postings: list[PostingSpec]) -> None:
         wf_id = workflow.info().workflow_id

@@ -12,7 +12,9 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
+    from activities.notify import NotifyActivities
     from payweave import search_attributes as sa
+    from payweave.contracts.activities import NotifyInput
 
 # Money-moving steps retry until they succeed or fail for a business reason (non-retryable ApplicationError).
 # Every attempt carries the same step key, so a retry can never move money twice.
@@ -52,6 +54,27 @@ def gateway_step(activity: Callable[[Any, A], Awaitable[R]], arg: A) -> Awaitabl
         retry_policy=MONEY_RETRY,
         cancellation_type=WAIT_FOR_OUTCOME,
     )
+
+
+NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
+
+
+async def notify(kind: str, recipients: list[str], data: dict[str, Any], *, step: str) -> None:
+    """Tell users what happened. Best effort: a failing notification never fails the saga."""
+    try:
+        await workflow.execute_activity_method(
+            NotifyActivities.notify,
+            NotifyInput(
+                idempotency_key=f"{workflow.info().workflow_id}:{step}",
+                kind=kind,
+                recipients=recipients,
+                data=data,
+            ),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=NOTIFY_RETRY,
+        )
+    except ActivityError:
+        workflow.logger.warning("notification %s not stored", kind)
 
 
 def business_code(exc: BaseException) -> str | None:

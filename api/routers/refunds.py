@@ -66,6 +66,7 @@ async def create_refund(
         merchant_wallet_id=order.merchant_wallet_id,
         gateway=order.gateway,
         gateway_payment_id=gateway_payment_id,
+        notify=[order.buyer],
     )
     handle = await start_saga(
         temporal,

@@ -213,3 +213,12 @@ class FinishRefundInput(BaseModel):
 class GatewayRefundRef(BaseModel):
     gateway: Gateway
     refund_id: str
+
+
+class NotifyInput(BaseModel):
+    """A domain event for some users (each gets a row; merchants may also get a signed webhook)."""
+
+    idempotency_key: str
+    kind: str
+    recipients: list[str]
+    data: dict[str, Any]

@@ -119,6 +119,7 @@ class RefundInput(BaseModel):
     merchant_wallet_id: str
     gateway: Gateway | None = None
     gateway_payment_id: str | None = None
+    notify: list[str] = []  # who else hears of the refund (the buyer)
 
 
 class RefundStatus(BaseModel):

@@ -265,10 +265,11 @@ class _Stack:
         table.add_row("Temporal Web UI", s.temporal_ui_url)
         table.add_row("Temporal", f"{s.temporal_address} (namespace {s.temporal_namespace})")
         table.add_row("Stripe", s.stripe_api_base or "api.stripe.com (real)")
-        xendit = s.xendit_api_base or "api.xendit.co (real)"
         if "xendit" in self.started:
-            xendit += f" (emulator; pay an invoice: POST {s.xendit_api_base}/_control/invoices/<id>/pay)"
-        table.add_row("Xendit", xendit)
+            table.add_row("Xendit (emulator)", s.xendit_api_base)
+            table.add_row("  pay an invoice", f"POST {s.xendit_api_base}/_control/invoices/<id>/pay")
+        else:
+            table.add_row("Xendit", s.xendit_api_base or "api.xendit.co (real)")
         table.add_row("Wallet DB", s.wallet_database_url)
         table.add_row("Payments DB", s.payments_database_url)
         table.add_row("Data, logs", f"{self.data_dir}, {self.logs}")

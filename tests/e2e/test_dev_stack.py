@@ -25,6 +25,7 @@ def start_dev(tmp: Path, ports: dict[str, int]) -> subprocess.Popen[bytes]:
             "PAYWEAVE_DEV_TEMPORAL_PORT": str(ports["temporal"]),
             "PAYWEAVE_DEV_TEMPORAL_UI_PORT": str(ports["ui"]),
             "PAYWEAVE_DEV_LOCALSTRIPE_PORT": str(ports["stripe"]),
+            "PAYWEAVE_DEV_XENDIT_PORT": str(ports["xendit"]),
             "PAYWEAVE_API_PORT": str(ports["api"]),
         }
     )
@@ -60,7 +61,7 @@ def ctrl_c(process: subprocess.Popen[bytes]) -> list[psutil.Process]:
 
 
 def test_dev_stack_starts_serves_and_stops_cleanly_and_keeps_its_data(tmp_path: Path) -> None:
-    ports = {name: free_port() for name in ("pg", "temporal", "ui", "stripe", "api")}
+    ports = {name: free_port() for name in ("pg", "temporal", "ui", "stripe", "xendit", "api")}
     api = f"http://127.0.0.1:{ports['api']}"
     log = tmp_path / "dev.out"
 
@@ -69,6 +70,7 @@ def test_dev_stack_starts_serves_and_stops_cleanly_and_keeps_its_data(tmp_path: 
         assert wait_ready(process, api, log) < 60
         assert httpx.get(f"{api}/docs").status_code == 200
         assert httpx.get(f"http://127.0.0.1:{ports['ui']}/").status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{ports['xendit']}/_control/health").status_code == 200
         env_file = tmp_path / ".payweave" / "dev.env"
         secret = next(
             line.split("=", 1)[1]

@@ -66,3 +66,50 @@ async def test_record(
     await _save(temporal, payments_engine, "payments", expired.json()["id"], "deposit_expired")
     await _save(temporal, payments_engine, "transfers", ok.json()["id"], "transfer_completed")
     await _save(temporal, payments_engine, "transfers", rb.json()["id"], "transfer_rolled_back")
+
+
+async def test_record_checkout_and_refund(
+    http: httpx.AsyncClient, users: Users, temporal: Client, payments_engine: AsyncEngine
+) -> None:
+    from tests.e2e.test_checkouts import checkout, until_done
+    from tests.e2e.test_refunds import refund, until_refund_done
+
+    merchant, m_auth = users.new("merchant")
+    await create_wallet(http, m_auth)
+    _, buyer = users.new()
+    w = await create_wallet(http, buyer)
+    await deposit(http, buyer, w["id"], 3_000)
+    paid = await checkout(
+        http,
+        buyer,
+        {
+            "merchant_id": merchant,
+            "currency": "USD",
+            "amount": 10_000,
+            "payment": {
+                "method": "split",
+                "wallet_amount": 3_000,
+                "gateway": "stripe",
+                "payment_method": "pm_card_visa",
+            },
+        },
+    )
+    await until_done(http, buyer, paid["id"])
+    expired = await checkout(
+        http,
+        buyer,
+        {
+            "merchant_id": merchant,
+            "currency": "USD",
+            "amount": 500,
+            "expires_in": 1,
+            "payment": {"method": "gateway", "gateway": "stripe"},
+        },
+    )
+    await until_done(http, buyer, expired["id"])
+    r = await refund(http, m_auth, paid["id"], {"amount": 4_000, "reason": "damaged"})
+    await until_refund_done(http, m_auth, r.json()["id"])
+
+    await _save(temporal, payments_engine, "orders", paid["id"], "checkout_split_paid")
+    await _save(temporal, payments_engine, "orders", expired["id"], "checkout_expired")
+    await _save(temporal, payments_engine, "refunds", r.json()["id"], "refund_partial")

@@ -16,7 +16,7 @@ HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
 def test_there_are_histories_for_every_workflow() -> None:
     names = {p.stem.split("_")[0] for p in HISTORIES}
-    assert {"deposit", "transfer"} <= names
+    assert {"deposit", "transfer", "checkout", "refund"} <= names
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
