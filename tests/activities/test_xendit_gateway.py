@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-import xendit
+import xendit as xendit_sdk
 from xendit.apis import InvoiceApi, RefundApi
 from xendit.invoice.model.create_invoice_request import CreateInvoiceRequest
 
@@ -32,15 +32,13 @@ def gateway(xendit: str) -> XenditGateway:
 @pytest_asyncio.fixture
 async def control(xendit: str) -> AsyncIterator[httpx.AsyncClient]:
     """The emulator's own endpoints: the payer's side, faults, and raw reads of what Xendit holds."""
-    async with httpx.AsyncClient(
-        base_url=xendit, auth=(XENDIT_SECRET_KEY, ""), timeout=30
-    ) as client:
+    async with httpx.AsyncClient(base_url=xendit, auth=(XENDIT_SECRET_KEY, ""), timeout=30) as client:
         yield client
         await client.delete("/_control/faults")
 
 
 def sdk_invoices(xendit: str) -> Any:
-    return InvoiceApi(xendit.ApiClient(xendit.Configuration(host=xendit, api_key=XENDIT_SECRET_KEY)))
+    return InvoiceApi(xendit_sdk.ApiClient(xendit_sdk.Configuration(host=xendit, api_key=XENDIT_SECRET_KEY)))
 
 
 def key() -> str:
@@ -188,7 +186,7 @@ async def test_refund_with_one_key_is_one_refund_and_ends_succeeded(
     assert (done.status, done.amount, done.gateway_payment_id) == ("succeeded", 2_550, payment.id)
 
     # The refund is visible through the SDK's own listing too (its RefundList model parses our answer).
-    api = RefundApi(xendit.ApiClient(xendit.Configuration(host=xendit, api_key=XENDIT_SECRET_KEY)))
+    api = RefundApi(xendit_sdk.ApiClient(xendit_sdk.Configuration(host=xendit, api_key=XENDIT_SECRET_KEY)))
     assert [r.id for r in (await asyncio.to_thread(api.get_all_refunds, invoice_id=payment.id)).data] == [
         done.id
     ]
