@@ -21,17 +21,22 @@ from payweave.contracts.activities import (
 from payweave.contracts.ledger import Posting
 
 
-async def _resolve(conn: AsyncConnection, specs: list[PostingSpec], currency: str) -> list[Posting]:
+async def _resolve(
+    conn: AsyncConnection, specs: list[PostingSpec], currency: str
+) -> tuple[list[Posting], set[str]]:
+    """Postings with real wallet ids, and the ids that were given as customer wallets (never a system account)."""
     postings = []
+    addressed: set[str] = set()
     for spec in specs:
         if spec.system is not None:
             wallet_id = await ledger.ensure_system_wallet(conn, spec.system, currency)
         elif spec.wallet_id is not None:
             wallet_id = spec.wallet_id
+            addressed.add(wallet_id)
         else:
             raise ValueError("a posting names a wallet or a system account")
         postings.append(Posting(wallet_id=wallet_id, amount=spec.amount))
-    return postings
+    return postings, addressed
 
 
 class LedgerActivities:
@@ -41,13 +46,14 @@ class LedgerActivities:
     @activity.defn
     async def post_journal(self, inp: PostJournalInput) -> JournalResult:
         async def work(conn: AsyncConnection) -> JournalResult:
-            postings = await _resolve(conn, inp.postings, inp.currency)
+            postings, addressed = await _resolve(conn, inp.postings, inp.currency)
             journal = await ledger.post_journal(
                 conn,
                 idempotency_key=inp.idempotency_key,
                 kind=inp.kind,
                 currency=inp.currency,
                 postings=postings,
+                customer_wallets=addressed,
                 description=inp.description,
                 saga_id=inp.saga_id,
             )
@@ -117,13 +123,14 @@ class LedgerActivities:
         async def work(conn: AsyncConnection) -> JournalResult:
             hold = await ledger.get_hold(conn, inp.hold_id)
             currency = hold.currency if hold else ""
-            credits = await _resolve(conn, inp.credits, currency)
+            credits, addressed = await _resolve(conn, inp.credits, currency)
             journal = await ledger.capture_hold(
                 conn,
                 idempotency_key=inp.idempotency_key,
                 hold_id=inp.hold_id,
                 amount=inp.amount,
                 counter_postings=credits,
+                customer_wallets=addressed,
                 kind=inp.kind,
                 description=inp.description,
             )

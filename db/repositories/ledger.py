@@ -11,7 +11,7 @@ Rules every function keeps:
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -146,7 +146,9 @@ async def list_entries(
 
 async def _lock_wallets(conn: AsyncConnection, wallet_ids: Sequence[str]) -> dict[str, Wallet]:
     rows = await conn.execute(
-        text(f"SELECT {_WALLET_COLUMNS} FROM wallets WHERE id = ANY(:ids) ORDER BY id FOR UPDATE"),
+        # NO KEY UPDATE, not UPDATE: inserting a hold or an entry takes KEY SHARE on its wallet (foreign key),
+        # which FOR UPDATE would conflict with — two concurrent holds on one wallet would deadlock.
+        text(f"SELECT {_WALLET_COLUMNS} FROM wallets WHERE id = ANY(:ids) ORDER BY id FOR NO KEY UPDATE"),
         {"ids": sorted(wallet_ids)},
     )
     return {w.id: w for w in map(_wallet, rows)}
@@ -209,10 +211,13 @@ async def post_journal(
     saga_id: str | None = None,
     hold_id: str | None = None,
     compensation: bool = False,
+    customer_wallets: Collection[str] = (),
 ) -> Journal:
     """Post one balanced journal. A second call with the same key returns the first journal unchanged.
 
     ``compensation=True`` lets credits reach a frozen or closed wallet (an undo must always finish).
+    ``customer_wallets`` are the wallet ids a caller supplied (a transfer's destination, say): they must be
+    customer wallets, so no request can ever address ``gateway_clearing``, ``transit`` or ``escrow``.
     """
     if sum(p.amount for p in postings) != 0 or len(postings) < 2 or any(p.amount == 0 for p in postings):
         raise errors.InvalidAmount("a journal needs two or more non-zero postings that sum to zero")
@@ -243,7 +248,10 @@ async def post_journal(
         per_wallet[p.wallet_id] += p.amount
     locked = await _lock_wallets(conn, list(per_wallet))
     for wallet_id, amount in per_wallet.items():
-        _check_posting(locked.get(wallet_id), wallet_id, amount, currency, compensation=compensation)
+        wallet = locked.get(wallet_id)
+        if wallet is not None and wallet.kind == "system" and wallet_id in customer_wallets:
+            wallet = None  # not a wallet a customer can address: as if it did not exist
+        _check_posting(wallet, wallet_id, amount, currency, compensation=compensation)
 
     balances = await conn.execute(
         text(
@@ -381,6 +389,7 @@ async def capture_hold(
     kind: str,
     description: str | None = None,
     saga_id: str | None = None,
+    customer_wallets: Collection[str] = (),
 ) -> Journal:
     """Capture ``amount`` (≤ the hold) of an open hold in one journal; the rest of the hold is released.
 
@@ -400,6 +409,8 @@ async def capture_hold(
         raise errors.HoldNotOpen(f"hold {hold_id} is {hold.status}")
     if not 0 < amount <= hold.amount:
         raise errors.InvalidAmount(f"capture of {amount} does not fit hold of {hold.amount}")
+    # Every wallet of the journal, in id order, before anything changes: the same order post_journal uses.
+    await _lock_wallets(conn, [hold.wallet_id, *(p.wallet_id for p in counter_postings)])
     await conn.execute(
         text(
             "UPDATE holds SET status = 'captured', captured_amount = :amount, updated_at = now() WHERE id = :id"
@@ -420,4 +431,5 @@ async def capture_hold(
         description=description,
         saga_id=saga_id or hold.saga_id,
         hold_id=hold_id,
+        customer_wallets=customer_wallets,
     )

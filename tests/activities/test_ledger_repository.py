@@ -228,3 +228,67 @@ async def test_inactive_wallets_refuse_postings(wallet_engine: AsyncEngine, stat
     await in_transaction(wallet_engine, set_status)
     with pytest.raises(code):
         await fund(wallet_engine, w, 10)
+
+
+async def test_concurrent_holds_and_captures_on_one_wallet_do_not_deadlock(
+    wallet_engine: AsyncEngine,
+) -> None:
+    """Holds insert a row referencing the wallet (KEY SHARE) and then lock it: 50 at once must all succeed,
+    and captures racing journals on the same wallets must not deadlock either (no leaked 40P01)."""
+    buyer, merchant = await new_wallet(wallet_engine), await new_wallet(wallet_engine)
+    await fund(wallet_engine, buyer, 10_000)
+    expires = datetime.now(UTC) + timedelta(minutes=5)
+
+    def hold(i: int):  # type: ignore[no-untyped-def]
+        async def work(conn: AsyncConnection):  # type: ignore[no-untyped-def]
+            return await ledger.place_hold(
+                conn,
+                idempotency_key=f"dl:{buyer.id}:{i}",
+                hold_id=f"hld_{buyer.id}_{i}",
+                wallet_id=buyer.id,
+                amount=100,
+                currency="USD",
+                expires_at=expires,
+            )
+
+        return work
+
+    async def no_retry(work):  # type: ignore[no-untyped-def]
+        async with wallet_engine.begin() as conn:
+            return await work(conn)
+
+    holds = await asyncio.gather(*(no_retry(hold(i)) for i in range(50)))
+    assert len({h.id for h in holds}) == 50
+
+    def capture(h):  # type: ignore[no-untyped-def]
+        async def work(conn: AsyncConnection):  # type: ignore[no-untyped-def]
+            return await ledger.capture_hold(
+                conn,
+                idempotency_key=f"cap:{h.id}",
+                hold_id=h.id,
+                amount=100,
+                kind="checkout",
+                counter_postings=[Posting(wallet_id=merchant.id, amount=100)],
+            )
+
+        return work
+
+    async def journal(conn: AsyncConnection) -> None:
+        clearing = await ledger.ensure_system_wallet(conn, "gateway_clearing", "USD")
+        await ledger.post_journal(
+            conn,
+            idempotency_key=f"j:{uuid.uuid4().hex}",
+            kind="deposit",
+            currency="USD",
+            postings=[
+                Posting(wallet_id=clearing, amount=-1),
+                Posting(wallet_id=merchant.id, amount=1),
+                Posting(wallet_id=clearing, amount=-1),
+                Posting(wallet_id=buyer.id, amount=1),
+            ],
+        )
+
+    await asyncio.gather(*(no_retry(capture(h)) for h in holds[:25]), *(no_retry(journal) for _ in range(25)))
+    b, m = await read(wallet_engine, buyer.id), await read(wallet_engine, merchant.id)
+    assert (b.balance, b.held) == (10_000 - 2_500 + 25, 2_500)
+    assert m.balance == 2_500 + 25

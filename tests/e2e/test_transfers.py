@@ -70,6 +70,8 @@ async def _closed(engine: AsyncEngine, w: dict[str, Any]) -> None:
         ("closed", "wallet_closed"),
         ("missing", "wallet_not_found"),
         ("other_currency", "currency_mismatch"),
+        ("system_clearing", "wallet_not_found"),
+        ("system_transit", "wallet_not_found"),
     ],
 )
 async def test_transfer_to_a_destination_that_refuses_rolls_back(
@@ -81,6 +83,8 @@ async def test_transfer_to_a_destination_that_refuses_rolls_back(
     await deposit(http, alice, a["id"], 5_000)
     if case == "missing":
         dest_id = "wal_does_not_exist"
+    elif case.startswith("system_"):  # system accounts are not addressable by customers
+        dest_id = {"system_clearing": "sys_gateway_clearing_usd", "system_transit": "sys_transit_usd"}[case]
     else:
         dest = await create_wallet(http, bob, "EUR" if case == "other_currency" else "USD")
         dest_id = dest["id"]
