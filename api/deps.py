@@ -51,8 +51,8 @@ def get_idempotency_key(
 ) -> str:
     if not idempotency_key or not idempotency_key.strip():
         raise ValidationFailed("the Idempotency-Key header is required for this request")
-    if len(idempotency_key) > 255 or not idempotency_key.isprintable():
-        raise ValidationFailed("the Idempotency-Key header must be at most 255 printable characters")
+    if len(idempotency_key) > 255 or not (idempotency_key.isascii() and idempotency_key.isprintable()):
+        raise ValidationFailed("the Idempotency-Key header must be at most 255 printable ASCII characters")
     return idempotency_key
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import stripe
@@ -57,6 +58,12 @@ def _refund(data: dict[str, Any]) -> GatewayRefund:
     )
 
 
+def stripe_key(step_key: str) -> str:
+    """Stripe's idempotency key for a step key: a fixed-length ASCII digest (step keys embed user ids and the
+    caller's Idempotency-Key, which may be long; Stripe takes at most 255 characters)."""
+    return "pw_" + hashlib.sha256(step_key.encode()).hexdigest()
+
+
 def _classify(exc: stripe.StripeError) -> errors.GatewayError:
     if isinstance(exc, stripe.CardError):
         return errors.declined(exc.user_message or "card declined", code=exc.code or "card_declined")
@@ -102,7 +109,7 @@ class StripeGateway:
         try:
             intent = await self._client.v1.payment_intents.create_async(
                 params=params,  # type: ignore[arg-type]
-                options={"idempotency_key": idempotency_key},
+                options={"idempotency_key": stripe_key(idempotency_key)},
             )
         except stripe.CardError as exc:
             # A declined confirm still created the intent; Stripe returns it inside the error.
@@ -145,7 +152,7 @@ class StripeGateway:
         try:
             refund = await self._client.v1.refunds.create_async(
                 params={"payment_intent": gateway_payment_id, "amount": amount, "metadata": metadata},
-                options={"idempotency_key": idempotency_key},
+                options={"idempotency_key": stripe_key(idempotency_key)},
             )
         except stripe.StripeError as exc:
             raise _classify(exc) from None

@@ -7,7 +7,7 @@ from collections import defaultdict
 
 from fastapi import APIRouter, Response, status
 from sqlalchemy.ext.asyncio import AsyncConnection
-from temporalio.client import WorkflowUpdateFailedError
+from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError
 
 from api.deps import CurrentUser, IdempotencyKey, PaymentsDB, SettingsDep, TemporalDep, WalletDB
@@ -152,7 +152,7 @@ async def create_checkout(
         accepted = await asyncio.wait_for(
             handle.execute_update(CheckoutWorkflow.accepted), ACCEPT_TIMEOUT_SECONDS
         )
-    except (WorkflowUpdateFailedError, RPCError, TimeoutError):
+    except (WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError, RPCError, TimeoutError):
         accepted = await handle.query("accepted_view", result_type=CheckoutStatus) or await handle.query(
             "status", result_type=CheckoutStatus
         )

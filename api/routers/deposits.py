@@ -6,7 +6,7 @@ import asyncio
 
 from fastapi import APIRouter, Response, status
 from sqlalchemy.ext.asyncio import AsyncConnection
-from temporalio.client import WorkflowUpdateFailedError
+from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError
 
 from api.deps import CurrentUser, IdempotencyKey, PaymentsDB, SettingsDep, TemporalDep, WalletDB
@@ -86,7 +86,7 @@ async def create_deposit(
         accepted = await asyncio.wait_for(
             handle.execute_update(DepositWorkflow.accepted), ACCEPT_TIMEOUT_SECONDS
         )
-    except (WorkflowUpdateFailedError, RPCError, TimeoutError):
+    except (WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError, RPCError, TimeoutError):
         # Closed already (a retry long after the first request): answer what was accepted then. Or the
         # gateway is slow: answer the deposit as it stands; the saga goes on and GET shows the outcome.
         accepted = await handle.query("accepted_view", result_type=DepositStatus) or await handle.query(

@@ -6,7 +6,7 @@ import asyncio
 
 from fastapi import APIRouter, Response, status
 from sqlalchemy.ext.asyncio import AsyncConnection
-from temporalio.client import WorkflowUpdateFailedError
+from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError
 
 from api.deps import CurrentUser, IdempotencyKey, PaymentsDB, SettingsDep, TemporalDep
@@ -82,7 +82,7 @@ async def create_refund(
         accepted = await asyncio.wait_for(
             handle.execute_update(RefundWorkflow.accepted), ACCEPT_TIMEOUT_SECONDS
         )
-    except (WorkflowUpdateFailedError, RPCError, TimeoutError):
+    except (WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError, RPCError, TimeoutError):
         accepted = await handle.query("status", result_type=RefundStatus)
         if accepted is None:
             raise

@@ -52,13 +52,26 @@ class InvalidSignature(PayweaveError):
     code, status, title = "invalid_signature", 400, "Webhook signature verification failed"
 
 
+async def read_capped(request: Request) -> bytes | None:
+    """The raw body, or None past MAX_WEBHOOK_BYTES — read in chunks, so a huge body is never buffered."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_WEBHOOK_BYTES:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_WEBHOOK_BYTES:
+            return None
+    return bytes(body)
+
+
 def verify_stripe_signature(payload: bytes, header: str | None, secrets: list[str]) -> None:
     """Accept the payload when any configured secret verifies it (several during a secret rotation)."""
     for secret in secrets:
         try:
             WebhookSignature.verify_header(payload, header, secret, STRIPE_TOLERANCE_SECONDS)
             return
-        except SignatureVerificationError:
+        except (SignatureVerificationError, UnicodeDecodeError):  # a body that is not UTF-8 is not Stripe's
             continue
     WEBHOOK_EVENTS.labels("stripe", "invalid_signature").inc()
     raise InvalidSignature("the Stripe-Signature header does not verify")
@@ -120,8 +133,8 @@ async def stripe_webhook(
     settings: SettingsDep,
     stripe_signature: str | None = Header(default=None, alias="Stripe-Signature"),
 ) -> dict[str, Any]:
-    payload = await request.body()
-    if len(payload) > MAX_WEBHOOK_BYTES:
+    payload = await read_capped(request)
+    if payload is None:
         raise InvalidSignature("payload too large")
     verify_stripe_signature(payload, stripe_signature, settings.stripe_webhook_secrets())
     try:
@@ -218,8 +231,8 @@ async def xendit_webhook(
     x_callback_token: str | None = Header(default=None, alias="x-callback-token"),
 ) -> dict[str, Any]:
     verify_xendit_token(x_callback_token, settings.xendit_callback_token.get_secret_value())
-    payload = await request.body()
-    if len(payload) > MAX_WEBHOOK_BYTES:
+    payload = await read_capped(request)
+    if payload is None:
         raise InvalidCallback("payload too large")
     try:
         body = json.loads(payload)

@@ -300,7 +300,9 @@ async def store_webhook_event(
     workflow_id: str | None,
     payload: dict[str, Any],
 ) -> WebhookEvent | None:
-    """Store a verified event once (UNIQUE(provider, event_id)); None when it was already stored."""
+    """Store a verified event once (UNIQUE(provider, event_id)); None when it was already stored — unless the
+    stored copy was never delivered to its saga (routed_at NULL for over a minute, e.g. the API crashed between
+    storing and signalling): then it is returned again so the redelivery routes it (signals are idempotent)."""
     row = (
         await conn.execute(
             text(
@@ -319,6 +321,17 @@ async def store_webhook_event(
             },
         )
     ).first()
+    if row is None:
+        row = (
+            await conn.execute(
+                text(
+                    "SELECT id, provider, event_id, event_type, object_id, workflow_id, routed_at FROM webhook_events "
+                    "WHERE provider = :provider AND event_id = :event_id AND routed_at IS NULL "
+                    "AND received_at < now() - interval '1 minute'"
+                ),
+                {"provider": provider, "event_id": event_id},
+            )
+        ).first()
     return WebhookEvent.model_validate(dict(row._mapping)) if row else None
 
 

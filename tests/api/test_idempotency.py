@@ -342,3 +342,13 @@ async def test_money_posts_need_a_usable_idempotency_key(
     if not accepted:
         assert await owner_rows(payments_engine, sub) == OwnerRows(0, 0, 0)
         assert (await wallet_row(wallet_engine, a["id"])).entries == 0
+
+
+async def test_non_ascii_idempotency_key_is_refused(http: httpx.AsyncClient, users: Users) -> None:
+    _, auth = users.new()
+    headers: dict[str, str | bytes] = {
+        **auth,
+        "Idempotency-Key": "dép-1".encode(),
+    }  # raw UTF-8 bytes on the wire
+    r = await http.post("/v1/wallets/wal_x/deposits", json={"amount": 100}, headers=headers)
+    assert r.status_code == 422 and r.json()["code"] == "validation_error"

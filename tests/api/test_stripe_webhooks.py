@@ -255,3 +255,11 @@ async def test_a_success_claim_the_gateway_does_not_confirm_moves_no_money(
     now = (await http.get(f"/v1/deposits/{accepted['id']}", headers=auth)).json()
     assert (now["status"], now["credited"]) == ("awaiting_payment", False)
     assert (await wallet(http, auth, wallet_id))["balance"] == 0
+
+
+@pytest.mark.parametrize("body", [b"\xff\xfe{}", b"x" * (600 * 1024)], ids=["not-utf8", "oversized"])
+async def test_undecodable_or_oversized_bodies_are_refused_not_500(
+    http: httpx.AsyncClient, body: bytes
+) -> None:
+    r = await post(http, body, sign(body[:10]))
+    assert r.status_code == 400 and r.json()["code"] == "invalid_signature"
