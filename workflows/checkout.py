@@ -40,7 +40,15 @@ with workflow.unsafe.imports_passed_through():
     from payweave.contracts.sagas import CancelCheckout, CheckoutInput, CheckoutStatus, PaymentEvent
     from payweave.ids import step_key
 
-from workflows.saga import Saga, business_code, db_step, gateway_step, notify, set_search_attributes
+from workflows.saga import (
+    Saga,
+    business_code,
+    db_step,
+    finish_forward,
+    gateway_step,
+    notify,
+    set_search_attributes,
+)
 
 OPEN = ("pending", "awaiting_payment")
 TERMINAL = ("paid", "failed", "expired", "canceled")
@@ -65,6 +73,8 @@ class CheckoutWorkflow:
         self._outcome: str | None = None
         self._failure_code: str | None = None
         self._cancel_reason: str | None = None
+        self._create_input: CreateGatewayPaymentInput | None = None  # set once the create is attempted
+        self._create_refused = False
 
     # --- queries, updates, signals ---------------------------------------------------------------------
 
@@ -215,7 +225,8 @@ class CheckoutWorkflow:
                 self._accept()
                 if self._cancel_reason:
                     raise _Ended("canceled", self._cancel_reason)
-            await self._settle(inp, wf_id, gateway_amount, hold_id)
+            # The point of no return: once the settle is scheduled, a cancellation cannot undo it.
+            await finish_forward(self._settle(inp, wf_id, gateway_amount, hold_id))
         except BaseException as exc:
             ended = exc if isinstance(exc, _Ended) else None
             code = ended.code if ended else business_code(exc)
@@ -225,10 +236,13 @@ class CheckoutWorkflow:
                 raise
             await self._finish(inp, ended.status if ended else "failed", code)
             return self._view
+        await finish_forward(self._record_paid(inp, reservations))
+        return self._view
+
+    async def _record_paid(self, inp: CheckoutInput, reservations: list[str]) -> None:
         for reservation_id in reservations:
             await db_step(OrderActivities.commit_stock, ReservationRef(reservation_id=reservation_id))
         await self._finish(inp, "paid", None)
-        return self._view
 
     async def _pay_at_gateway(
         self, inp: CheckoutInput, wf_id: str, amount: int, expires_at: datetime, saga: Saga
@@ -252,24 +266,26 @@ class CheckoutWorkflow:
         )
         # Registered before the call: if the call's outcome is unknown, closing by look-up is still right.
         saga.add("close_gateway_payment", lambda: self._close_gateway_payment(inp, wf_id, payment_id, amount))
-        payment = await gateway_step(
-            PaymentActivities.create_gateway_payment,
-            CreateGatewayPaymentInput(
-                payment_id=payment_id,
-                idempotency_key=step_key(wf_id, "gateway_payment"),
-                gateway=inp.gateway,
-                amount=amount,
-                currency=inp.currency,
-                metadata={
-                    "workflow_id": wf_id,
-                    "payment_id": payment_id,
-                    "order_id": inp.order_id,
-                    "purpose": "checkout",
-                },
-                payment_method=inp.payment_method,
-                description=f"payweave order {inp.order_id}",
-            ),
+        self._create_input = CreateGatewayPaymentInput(
+            payment_id=payment_id,
+            idempotency_key=step_key(wf_id, "gateway_payment"),
+            gateway=inp.gateway,
+            amount=amount,
+            currency=inp.currency,
+            metadata={
+                "workflow_id": wf_id,
+                "payment_id": payment_id,
+                "order_id": inp.order_id,
+                "purpose": "checkout",
+            },
+            payment_method=inp.payment_method,
+            description=f"payweave order {inp.order_id}",
         )
+        try:
+            payment = await gateway_step(PaymentActivities.create_gateway_payment, self._create_input)
+        except BaseException as exc:
+            self._create_refused = business_code(exc) is not None
+            raise
         if payment.status == "failed":
             self._update(gateway_payment_id=payment.id)
             raise _Ended("failed", payment.failure_code or "payment_declined")
@@ -310,6 +326,17 @@ class CheckoutWorkflow:
         """Compensation: cancel the gateway payment; one that got through anyway is refunded (late success)."""
         view = self._view
         assert view is not None and inp.gateway is not None
+        if view.gateway_payment_id is None and self._create_input is not None and not self._create_refused:
+            # Cancelled around the create: its outcome is unknown. Asking again with the same key is safe
+            # (Stripe replays, Xendit finds the invoice by external_id) and tells us what there is to close.
+            try:
+                made = await gateway_step(PaymentActivities.create_gateway_payment, self._create_input)
+                self._update(gateway_payment_id=made.id)
+                assert self._view is not None
+                view = self._view
+            except BaseException as exc:
+                if business_code(exc) is None:
+                    raise
         if view.gateway_payment_id is None:
             await db_step(
                 PaymentActivities.mark_payment,

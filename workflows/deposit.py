@@ -33,7 +33,7 @@ with workflow.unsafe.imports_passed_through():
     from payweave.contracts.sagas import DepositInput, DepositStatus, PaymentEvent
     from payweave.ids import step_key
 
-from workflows.saga import business_code, db_step, gateway_step, set_search_attributes
+from workflows.saga import business_code, db_step, finish_forward, gateway_step, set_search_attributes
 
 # While a payment is `processing` at the gateway we look it up this often, in case its webhook is lost.
 PROCESSING_POLL = timedelta(minutes=1)
@@ -123,25 +123,42 @@ class DepositWorkflow:
                 expires_at=expires_at,
             ),
         )
+        create = CreateGatewayPaymentInput(
+            payment_id=inp.deposit_id,
+            idempotency_key=step_key(wf_id, "gateway_payment"),
+            gateway=inp.gateway,
+            amount=inp.amount,
+            currency=inp.currency,
+            metadata={"workflow_id": wf_id, "payment_id": inp.deposit_id, "purpose": "deposit"},
+            payment_method=inp.payment_method,
+            description=f"payweave deposit {inp.deposit_id}",
+        )
         try:
-            payment = await gateway_step(
-                PaymentActivities.create_gateway_payment,
-                CreateGatewayPaymentInput(
-                    payment_id=inp.deposit_id,
-                    idempotency_key=step_key(wf_id, "gateway_payment"),
-                    gateway=inp.gateway,
-                    amount=inp.amount,
-                    currency=inp.currency,
-                    metadata={"workflow_id": wf_id, "payment_id": inp.deposit_id, "purpose": "deposit"},
-                    payment_method=inp.payment_method,
-                    description=f"payweave deposit {inp.deposit_id}",
-                ),
-            )
-        except ActivityError as exc:
+            payment = await gateway_step(PaymentActivities.create_gateway_payment, create)
+        except BaseException as exc:
             code = business_code(exc)
-            if code is None:
-                raise
-            return await self._finish(inp, "failed", code)
+            if code is not None:
+                return await self._finish(inp, "failed", code)
+            # Cancelled around the create, whose outcome is unknown (with a payment method the card may be
+            # charged already): ask again with the same key — the gateway answers with what it made — and close it.
+            try:
+                made = await gateway_step(PaymentActivities.create_gateway_payment, create)
+            except BaseException as again:
+                refused = business_code(again)
+                if refused is None:
+                    raise
+                await self._finish(inp, "failed", refused)  # declined: nothing was charged
+                raise exc from None
+            self._update_view(gateway_payment_id=made.id)
+            ref = GatewayPaymentRef(
+                payment_id=inp.deposit_id, gateway=inp.gateway, gateway_payment_id=made.id
+            )
+            final = made if made.status == "succeeded" else await self._cancel_until_final(ref)
+            if final.status == "succeeded":
+                await self._credit(inp)
+            else:
+                await self._finish(inp, "canceled", "canceled")
+            raise
 
         self._update_view(
             status="awaiting_payment" if payment.status != "failed" else "failed",
@@ -212,6 +229,10 @@ class DepositWorkflow:
                 continue
 
     async def _credit(self, inp: DepositInput) -> DepositStatus:
+        """Past the point of no return (the money arrived): runs to the end even if cancelled meanwhile."""
+        return await finish_forward(self._credit_or_refund(inp))
+
+    async def _credit_or_refund(self, inp: DepositInput) -> DepositStatus:
         wf_id = workflow.info().workflow_id
         try:
             await self._post_credit(inp, wf_id)

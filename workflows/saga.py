@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -108,6 +109,20 @@ def set_search_attributes(
         updates.append(sa.PW_AMOUNT.value_set(amount))
     if updates:
         workflow.upsert_search_attributes(updates)
+
+
+async def finish_forward(step: Awaitable[R]) -> R:
+    """Run ``step`` to its end even if the workflow is cancelled meanwhile: for the steps after a saga's point
+    of no return (money has moved), where a cancellation can no longer undo anything and must not stop the
+    saga half-way. Business failures of ``step`` still raise."""
+    task = asyncio.ensure_future(step)
+    while True:
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():
+                return task.result()
+            workflow.logger.info("cancellation after the point of no return: finishing forward")
 
 
 class Saga:
