@@ -7,19 +7,23 @@ closed, so any number of concurrent or later retries land on the one workflow.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import request_hash
 from db.engine import in_transaction
 from db.repositories import payments as payments_repo
 from payweave.ids import derived_id, workflow_id
 from payweave.metrics import SAGAS_STARTED
+
+T = TypeVar("T")
 
 
 def saga_ids(kind: str, owner: str, idempotency_key: str, prefix: str) -> tuple[str, str]:
@@ -29,15 +33,35 @@ def saga_ids(kind: str, owner: str, idempotency_key: str, prefix: str) -> tuple[
 
 async def claim_key(
     engine: AsyncEngine, *, wf_id: str, resource_id: str, scope: str, body: BaseModel
-) -> None:
+) -> bool:
+    """True for the first request with this key; False for a retry (same body)."""
     digest = request_hash(scope, body)
 
-    async def work(conn: AsyncConnection) -> None:
-        await payments_repo.claim_idempotency_key(
+    async def work(conn: AsyncConnection) -> bool:
+        return await payments_repo.claim_idempotency_key(
             conn, workflow_id=wf_id, request_hash=digest, resource_id=resource_id
         )
 
-    await in_transaction(engine, work)
+    return await in_transaction(engine, work)
+
+
+async def recorded_answer(
+    first: bool, client: Client, wf_id: str, load: Callable[[], Awaitable[T | None]]
+) -> T | None:
+    """For a retry whose saga's history is gone (closed and past Temporal's retention), the recorded resource:
+    starting the workflow again would re-run a finished saga. None when the request should go on as usual."""
+    if first:
+        return None
+    recorded = await load()
+    if recorded is None:
+        return None  # the first request never got as far as starting the saga: start it now
+    try:
+        await client.get_workflow_handle(wf_id).describe()
+        return None
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return recorded
+        raise
 
 
 async def start_saga(

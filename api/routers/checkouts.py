@@ -11,7 +11,7 @@ from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateRPCTimeou
 from temporalio.service import RPCError
 
 from api.deps import CurrentUser, IdempotencyKey, PaymentsDB, SettingsDep, TemporalDep, WalletDB
-from api.sagas import claim_key, saga_ids, start_saga
+from api.sagas import claim_key, recorded_answer, saga_ids, start_saga
 from api.schemas import CancelCheckoutIn, CheckoutOut, CreateCheckout
 from api.security import Principal
 from db.engine import in_transaction
@@ -124,7 +124,15 @@ async def create_checkout(
     gateway = (pay.gateway or "stripe") if wallet_amount < total else None
 
     wf_id, order_id = saga_ids("checkout", user.sub, key, "ord")
-    await claim_key(payments, wf_id=wf_id, resource_id=order_id, scope="checkout", body=body)
+    first = await claim_key(payments, wf_id=wf_id, resource_id=order_id, scope="checkout", body=body)
+
+    async def recorded() -> Order | None:
+        return await in_transaction(payments, lambda conn: commerce.get_order(conn, order_id))
+
+    done = await recorded_answer(first, temporal, wf_id, recorded)
+    if done is not None:
+        response.headers["Location"] = f"/v1/checkouts/{order_id}"
+        return await _view(payments, temporal, done)
     arg = CheckoutInput(
         order_id=order_id,
         buyer=user.sub,
@@ -174,9 +182,12 @@ async def visible_order(payments: PaymentsDB, user: Principal, order_id: str) ->
 
 async def _view(payments: PaymentsDB, temporal: TemporalDep, order: Order) -> CheckoutOut:
     if order.status in ("pending", "awaiting_payment"):
-        live = await temporal.get_workflow_handle(order.workflow_id).query(
-            "status", result_type=CheckoutStatus
-        )
+        try:
+            live = await temporal.get_workflow_handle(order.workflow_id).query(
+                "status", result_type=CheckoutStatus
+            )
+        except RPCError:  # Temporal unreachable or the workflow gone: the database's record stands
+            live = None
         if live is not None:
             return CheckoutOut.model_validate(live.model_dump())
 
@@ -216,6 +227,6 @@ async def cancel_checkout(
         view = await handle.execute_update(
             CheckoutWorkflow.cancel, CancelCheckout(reason=(body.reason if body else "canceled_by_buyer"))
         )
-    except WorkflowUpdateFailedError:
+    except (WorkflowUpdateFailedError, RPCError):
         raise Conflict("checkout can no longer be canceled") from None
     return CheckoutOut.model_validate(view.model_dump())

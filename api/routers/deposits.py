@@ -11,7 +11,7 @@ from temporalio.service import RPCError
 
 from api.deps import CurrentUser, IdempotencyKey, PaymentsDB, SettingsDep, TemporalDep, WalletDB
 from api.routers.wallets import visible_wallet
-from api.sagas import claim_key, saga_ids, start_saga, workflow_id_for
+from api.sagas import claim_key, recorded_answer, saga_ids, start_saga, workflow_id_for
 from api.schemas import CreateDeposit, DepositOut
 from db.engine import in_transaction
 from db.repositories import payments as payments_repo
@@ -61,7 +61,17 @@ async def create_deposit(
         raise WalletClosed(f"wallet {wallet_id} is closed")
 
     wf_id, deposit_id = saga_ids("deposit", user.sub, key, "dep")
-    await claim_key(payments, wf_id=wf_id, resource_id=deposit_id, scope=f"deposit:{wallet_id}", body=body)
+    first = await claim_key(
+        payments, wf_id=wf_id, resource_id=deposit_id, scope=f"deposit:{wallet_id}", body=body
+    )
+
+    async def recorded() -> Payment | None:
+        return await in_transaction(payments, lambda conn: payments_repo.get_payment(conn, deposit_id))
+
+    done = await recorded_answer(first, temporal, wf_id, recorded)
+    if done is not None:
+        response.headers["Location"] = f"/v1/deposits/{deposit_id}"
+        return deposit_out(done)
     arg = DepositInput(
         deposit_id=deposit_id,
         owner=user.sub,
@@ -114,7 +124,10 @@ async def get_deposit(
     wf_id = await workflow_id_for(payments, deposit_id) if len(deposit_id) <= 64 else None
     if wf_id is None or not wf_id.startswith("deposit:"):
         raise NotFound("deposit not found")
-    view = await temporal.get_workflow_handle(wf_id).query(DepositWorkflow.status)
+    try:
+        view = await temporal.get_workflow_handle(wf_id).query(DepositWorkflow.status)
+    except RPCError:
+        raise NotFound("deposit not found") from None
     if view is None or (view.owner != user.sub and not user.can("sagas:read_any")):
         raise NotFound("deposit not found")
     return deposit_out(view)

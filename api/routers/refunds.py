@@ -11,7 +11,7 @@ from temporalio.service import RPCError
 
 from api.deps import CurrentUser, IdempotencyKey, PaymentsDB, SettingsDep, TemporalDep
 from api.routers.checkouts import visible_order
-from api.sagas import claim_key, saga_ids, start_saga
+from api.sagas import claim_key, recorded_answer, saga_ids, start_saga
 from api.schemas import CreateRefund, RefundOut
 from db.engine import in_transaction
 from db.repositories import commerce
@@ -53,7 +53,17 @@ async def create_refund(
 
     gateway_payment_id = await in_transaction(payments, gateway_object) if order.gateway_amount else None
     wf_id, refund_id = saga_ids("refund", user.sub, key, "re")
-    await claim_key(payments, wf_id=wf_id, resource_id=refund_id, scope=f"refund:{order_id}", body=body)
+    first = await claim_key(
+        payments, wf_id=wf_id, resource_id=refund_id, scope=f"refund:{order_id}", body=body
+    )
+
+    async def recorded() -> Refund | None:
+        return await in_transaction(payments, lambda conn: commerce.get_refund(conn, refund_id))
+
+    done = await recorded_answer(first, temporal, wf_id, recorded)
+    if done is not None:
+        response.headers["Location"] = f"/v1/refunds/{refund_id}"
+        return RefundOut.model_validate(done.model_dump())
     arg = RefundInput(
         refund_id=refund_id,
         order_id=order.id,

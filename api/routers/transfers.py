@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 from sqlalchemy.ext.asyncio import AsyncConnection
+from temporalio.service import RPCError
 
 from api.deps import CurrentUser, IdempotencyKey, PaymentsDB, SettingsDep, TemporalDep, WalletDB
 from api.routers.wallets import visible_wallet
-from api.sagas import claim_key, saga_ids, start_saga, workflow_id_for
+from api.sagas import claim_key, recorded_answer, saga_ids, start_saga, workflow_id_for
 from api.schemas import CreateTransfer, TransferOut
 from db.engine import in_transaction
 from db.repositories import payments as payments_repo
@@ -43,7 +44,15 @@ async def create_transfer(
         raise CurrencyMismatch(f"wallet {source.id} holds {source.currency}, not {body.currency}")
 
     wf_id, transfer_id = saga_ids("transfer", user.sub, key, "tr")
-    await claim_key(payments, wf_id=wf_id, resource_id=transfer_id, scope="transfer", body=body)
+    first = await claim_key(payments, wf_id=wf_id, resource_id=transfer_id, scope="transfer", body=body)
+
+    async def recorded() -> Transfer | None:
+        return await in_transaction(payments, lambda conn: payments_repo.get_transfer(conn, transfer_id))
+
+    done = await recorded_answer(first, temporal, wf_id, recorded)
+    if done is not None:  # a finished transfer whose history is gone: never run it again
+        response.headers["Location"] = f"/v1/transfers/{transfer_id}"
+        return TransferOut.model_validate(done.model_dump())
     arg = TransferInput(
         transfer_id=transfer_id,
         owner=user.sub,
@@ -85,7 +94,10 @@ async def get_transfer(
     wf_id = await workflow_id_for(payments, transfer_id) if len(transfer_id) <= 64 else None
     if wf_id is None or not wf_id.startswith("transfer:"):
         raise NotFound("transfer not found")
-    view = await temporal.get_workflow_handle(wf_id).query(TransferWorkflow.status)
+    try:
+        view = await temporal.get_workflow_handle(wf_id).query(TransferWorkflow.status)
+    except RPCError:
+        raise NotFound("transfer not found") from None
     if view is None or (view.owner != user.sub and not user.can("sagas:read_any")):
         raise NotFound("transfer not found")
     return TransferOut.model_validate(view.model_dump())

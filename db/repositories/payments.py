@@ -54,9 +54,10 @@ def _transfer(row: Any) -> Transfer:
 
 async def claim_idempotency_key(
     conn: AsyncConnection, *, workflow_id: str, request_hash: str, resource_id: str
-) -> None:
-    """Remember the first request body seen for a key; a different body under the same key is a 409."""
-    await conn.execute(
+) -> bool:
+    """Remember the first request body seen for a key; a different body under the same key is a 409.
+    Returns True for the request that claimed the key first."""
+    claimed = await conn.execute(
         text(
             "INSERT INTO idempotency_keys (workflow_id, request_hash, resource_id) "
             "VALUES (:wf, :hash, :rid) ON CONFLICT (workflow_id) DO NOTHING"
@@ -70,6 +71,7 @@ async def claim_idempotency_key(
     ).scalar_one()
     if stored != request_hash:
         raise errors.IdempotencyKeyReused("this Idempotency-Key was used with a different request body")
+    return bool(claimed.rowcount)
 
 
 # --- payments ------------------------------------------------------------------------------------------

@@ -8,8 +8,9 @@ import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client
 
-from tests.conftest import Users
+from tests.conftest import Users, eventually
 from tests.helpers import create_wallet, deposit, idem, until_terminal, wallet
 
 
@@ -132,4 +133,53 @@ async def test_transfer_from_a_frozen_or_poor_source_fails_without_moving_money(
     done = await until_terminal(http, alice, f"/v1/transfers/{r.json()['id']}")
     assert (done["status"], done["failure_code"]) == ("failed", "wallet_frozen")
     assert (await wallet(http, alice, a["id"]))["balance"] == 1_000
+    assert (await wallet(http, bob, b["id"]))["balance"] == 0
+
+
+async def test_a_retry_after_the_saga_history_is_gone_never_runs_it_again(
+    http: httpx.AsyncClient, users: Users, temporal: Client, payments_engine: AsyncEngine
+) -> None:
+    """Temporal deletes closed workflows after the namespace's retention; the Idempotency-Key row stays. A retry
+    then must answer the recorded outcome instead of starting the transfer again (which would credit the
+    destination with money whose debit was already reversed)."""
+    from temporalio.api.common.v1 import WorkflowExecution
+    from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
+    from temporalio.service import RPCError
+
+    _, alice = users.new()
+    _, bob = users.new()
+    a, b = await create_wallet(http, alice), await create_wallet(http, bob)
+    await deposit(http, alice, a["id"], 5_000)
+    await _frozen(http, users, b)
+    body = {"from_wallet_id": a["id"], "to_wallet_id": b["id"], "amount": 2_000, "currency": "USD"}
+    key = idem()
+    r = await http.post("/v1/transfers", json=body, headers={**alice, **key})
+    done = await until_terminal(http, alice, f"/v1/transfers/{r.json()['id']}")
+    assert (done["status"], done["failure_code"]) == ("failed", "wallet_frozen")
+    _, operator = users.new("operator")
+    await http.post(f"/v1/wallets/{b['id']}/unfreeze", headers=operator)
+    async with payments_engine.connect() as conn:
+        wf_id = (
+            await conn.execute(text("SELECT workflow_id FROM transfers WHERE id = :id"), {"id": done["id"]})
+        ).scalar_one()
+    await temporal.workflow_service.delete_workflow_execution(
+        DeleteWorkflowExecutionRequest(
+            namespace=temporal.namespace, workflow_execution=WorkflowExecution(workflow_id=wf_id)
+        )
+    )
+
+    async def gone() -> bool:
+        try:
+            await temporal.get_workflow_handle(wf_id).describe()
+            return False
+        except RPCError:
+            return True
+
+    await eventually(gone, timeout=120)
+    again = await http.post("/v1/transfers", json=body, headers={**alice, **key})
+    assert again.status_code == 202 and (again.json()["status"], again.json()["failure_code"]) == (
+        "failed",
+        "wallet_frozen",
+    )
+    assert (await wallet(http, alice, a["id"]))["balance"] == 5_000
     assert (await wallet(http, bob, b["id"]))["balance"] == 0
