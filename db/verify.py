@@ -81,6 +81,39 @@ CHECKS: dict[str, tuple[str, str]] = {
 }
 
 
+TRANSIT_CHECK = "I1 a finished transfer leaves nothing in transit"
+
+
+async def _check_transit(
+    wallet_engine: AsyncEngine, payments_engine: AsyncEngine, report: Report, limit: int
+) -> None:
+    """Across both databases: every completed or failed transfer's transit legs net to zero (money neither
+    stranded between the debit and the credit, nor credited after its debit was reversed)."""
+    async with payments_engine.connect() as conn:
+        finished = [
+            row[0]
+            for row in await conn.execute(
+                text("SELECT workflow_id FROM transfers WHERE status IN ('completed', 'failed')")
+            )
+        ]
+    rows: list[dict[str, object]] = []
+    async with wallet_engine.connect() as conn:
+        for start in range(0, len(finished), 5_000):
+            result = await conn.execute(
+                text(
+                    "SELECT j.saga_id AS transfer_saga, sum(e.amount) AS left_in_transit FROM entries e "
+                    "JOIN journals j ON j.id = e.journal_id JOIN wallets w ON w.id = e.wallet_id "
+                    "WHERE w.owner = 'system:transit' AND j.saga_id = ANY(:ids) "
+                    "GROUP BY j.saga_id HAVING sum(e.amount) <> 0"
+                ),
+                {"ids": finished[start : start + 5_000]},
+            )
+            rows += [dict(r) for r in result.mappings()]
+    report.checked.append(TRANSIT_CHECK)
+    if rows:
+        report.violations.append(Violation(TRANSIT_CHECK, rows[:limit]))
+
+
 @dataclass
 class Violation:
     check: str
@@ -111,6 +144,7 @@ async def verify_ledger(
         report.checked.append(name)
         if rows:
             report.violations.append(Violation(name, [dict(r) for r in rows]))
+    await _check_transit(wallet_engine, payments_engine, report, limit)
     async with wallet_engine.connect() as conn:
         for table in ("wallets", "journals", "entries", "holds"):
             report.stats[table] = int(

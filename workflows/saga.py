@@ -141,10 +141,26 @@ class Saga:
         self._compensations = [c for c in self._compensations if c[0] != name]
 
     async def compensate(self) -> dict[str, Any]:
-        """Run every compensation, newest first; returns each one's result by name."""
+        """Run every compensation, newest first; returns each one's result by name.
+
+        A compensation refused for a business reason (e.g. a reversal whose money was spent meanwhile) does not
+        stop the others: all of them run, then the saga fails with ``compensation_failed`` for an operator.
+        """
         done: dict[str, Any] = {}
+        refused: list[str] = []
         while self._compensations:
             name, compensation = self._compensations.pop()
             workflow.logger.info("compensating %s", name)
-            done[name] = await compensation()
+            try:
+                done[name] = await compensation()
+            except ActivityError as exc:
+                code = business_code(exc)
+                if code is None:
+                    raise
+                workflow.logger.error("compensation %s refused: %s", name, code)
+                refused.append(f"{name}: {code}")
+        if refused:
+            raise ApplicationError(
+                "compensations refused: " + "; ".join(refused), type="compensation_failed", non_retryable=True
+            )
         return done
