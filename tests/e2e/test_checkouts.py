@@ -234,3 +234,71 @@ async def test_fifty_buyers_for_the_last_ten_units_never_oversell(
     )
     assert all(b["held"] == 0 for b in balances)
     assert sorted(b["balance"] for b in balances) == [0] * 10 + [100] * 40
+
+
+async def test_split_checkout_through_xendit_is_paid_when_the_customer_pays_the_invoice(
+    http: httpx.AsyncClient, users: Users, xendit: str, wallet_engine: AsyncEngine
+) -> None:
+    merchant, m_auth, m_wallet, prod = await merchant_with_product(http, users, price=10_000, stock=2)
+    _, buyer = users.new()
+    b_wallet = await create_wallet(http, buyer)
+    await deposit(http, buyer, b_wallet["id"], 3_000)
+    accepted = await checkout(
+        http,
+        buyer,
+        {
+            "merchant_id": merchant,
+            "currency": "USD",
+            "items": [{"product_id": prod["id"], "quantity": 1}],
+            "payment": {"method": "split", "wallet_amount": 3_000, "gateway": "xendit"},
+        },
+    )
+    assert accepted["status"] == "awaiting_payment" and accepted["next_action"]["type"] == "xendit_invoice"
+    async with httpx.AsyncClient(base_url=xendit) as emulator:  # the customer pays on Xendit's page
+        paid = await emulator.post(f"/_control/invoices/{accepted['next_action']['invoice_id']}/pay", json={})
+        assert paid.status_code == 200, paid.text
+    done = await until_done(http, buyer, accepted["id"])
+    assert done["status"] == "paid"
+    assert (await wallet(http, buyer, b_wallet["id"]))["balance"] == 0
+    assert (await wallet(http, m_auth, m_wallet["id"]))["balance"] == 10_000
+    assert (await product(http, buyer, prod["id"]))["stock"] == 1
+
+
+async def test_settle_refused_refunds_the_card_and_releases_hold_and_stock(
+    http: httpx.AsyncClient, users: Users, payments_engine: AsyncEngine
+) -> None:
+    """R5 at the last step: the merchant's wallet is frozen, so the paid order cannot be settled; the card
+    payment is refunded automatically and the buyer's hold and the stock are released."""
+    merchant, m_auth, m_wallet, prod = await merchant_with_product(http, users, price=5_000, stock=1)
+    _, operator = users.new("operator")
+    assert (await http.post(f"/v1/wallets/{m_wallet['id']}/freeze", headers=operator)).status_code == 200
+    _, buyer = users.new()
+    b_wallet = await create_wallet(http, buyer)
+    await deposit(http, buyer, b_wallet["id"], 1_000)
+    accepted = await checkout(
+        http,
+        buyer,
+        {
+            "merchant_id": merchant,
+            "currency": "USD",
+            "items": [{"product_id": prod["id"], "quantity": 1}],
+            "payment": {
+                "method": "split",
+                "wallet_amount": 1_000,
+                "gateway": "stripe",
+                "payment_method": "pm_card_visa",
+            },
+        },
+    )
+    done = await until_done(http, buyer, accepted["id"])
+    assert (done["status"], done["failure_code"]) == ("failed", "wallet_frozen")
+    await _assert_untouched(http, buyer, b_wallet["id"], 1_000, prod["id"], 1)
+    assert (await wallet(http, operator, m_wallet["id"]))["balance"] == 0
+    async with payments_engine.connect() as conn:
+        card = (
+            await conn.execute(
+                text("SELECT status, failure_code FROM payments WHERE id = :id"),
+                {"id": f"pay_{accepted['id']}"},
+            )
+        ).one()
+    assert tuple(card) == ("refunded", "late_payment")
