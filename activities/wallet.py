@@ -56,6 +56,7 @@ class LedgerActivities:
                 customer_wallets=addressed,
                 description=inp.description,
                 saga_id=inp.saga_id,
+                compensation=inp.compensation,
             )
             return JournalResult(journal_id=journal.id, created=journal.created)
 

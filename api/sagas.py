@@ -7,12 +7,18 @@ closed, so any number of concurrent or later retries land on the one workflow.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.common import TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
@@ -93,3 +99,32 @@ async def workflow_id_for(engine: AsyncEngine, resource_id: str) -> str | None:
         return await payments_repo.workflow_id_for_resource(conn, resource_id)
 
     return await in_transaction(engine, work)
+
+
+M = TypeVar("M", bound=BaseModel)
+ACCEPT_TIMEOUT_SECONDS = 15
+
+
+async def accepted_snapshot(
+    handle: WorkflowHandle[Any, Any], update: Any, result_type: type[M], queries: tuple[str, ...]
+) -> M | None:
+    """What the saga answered when it accepted the request (its ``accepted`` update), the same for every retry.
+
+    When the update cannot answer (the workflow closed already, the gateway is slow, Temporal hiccups), the
+    workflow's queries are asked instead, a few times; None when nothing could be learned from Temporal — the
+    caller then answers from the database."""
+    try:
+        result = await asyncio.wait_for(handle.execute_update(update), ACCEPT_TIMEOUT_SECONDS)
+        return result_type.model_validate(result.model_dump())
+    except (WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError, RPCError, TimeoutError):
+        pass
+    for attempt in range(3):
+        try:
+            for name in queries:
+                view = await handle.query(name, result_type=result_type)
+                if view is not None:
+                    return result_type.model_validate(view)
+            return None
+        except RPCError:
+            await asyncio.sleep(0.1 * (attempt + 1))
+    return None

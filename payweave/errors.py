@@ -79,6 +79,14 @@ class RefundExceedsPaid(PayweaveError):
     code, status, title = "refund_exceeds_paid", 422, "Refund exceeds what was paid"
 
 
+class ServiceUnavailable(PayweaveError):
+    code, status, title = (
+        "service_unavailable",
+        503,
+        "Temporarily unavailable; retry with the same Idempotency-Key",
+    )
+
+
 class GatewayDeclined(PayweaveError):
     code, status, title = "payment_declined", 402, "Payment declined"
 

@@ -202,7 +202,7 @@ def idem() -> dict[str, str]:
     return {"Idempotency-Key": uuid.uuid4().hex}
 
 
-async def eventually(probe: Any, *, timeout: float = 30.0, interval: float = 0.05) -> Any:
+async def eventually(probe: Any, *, timeout: float = 90.0, interval: float = 0.05) -> Any:
     """Poll ``probe()`` (async) until it returns a truthy value: waiting on a condition, not on the clock."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:

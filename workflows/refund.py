@@ -29,7 +29,15 @@ with workflow.unsafe.imports_passed_through():
     from payweave.contracts.sagas import RefundInput, RefundStatus
     from payweave.ids import step_key
 
-from workflows.saga import Saga, business_code, db_step, gateway_step, notify, set_search_attributes
+from workflows.saga import (
+    Saga,
+    business_code,
+    db_step,
+    finish_forward,
+    gateway_step,
+    notify,
+    set_search_attributes,
+)
 
 REFUND_POLL = timedelta(seconds=30)
 
@@ -108,28 +116,43 @@ class RefundWorkflow:
 
         saga = Saga()
         try:
+            # 1. The merchant pays the whole refund at once (its funds are checked once, up front): the wallet
+            #    part waits in transit, the card part goes back to gateway_clearing.
+            debit = [PostingSpec(wallet_id=inp.merchant_wallet_id, amount=-booked.amount)]
             if booked.wallet_amount:
-                await self._post(
-                    saga,
-                    inp,
-                    "wallet",
-                    [
-                        PostingSpec(wallet_id=inp.merchant_wallet_id, amount=-booked.wallet_amount),
-                        PostingSpec(wallet_id=inp.buyer_wallet_id, amount=booked.wallet_amount),
-                    ],
-                )
-            gateway_refund_id = None
+                debit.append(PostingSpec(system="transit", amount=booked.wallet_amount))
             if booked.gateway_amount:
-                await self._post(
-                    saga,
-                    inp,
-                    "gateway",
-                    [
-                        PostingSpec(wallet_id=inp.merchant_wallet_id, amount=-booked.gateway_amount),
-                        PostingSpec(system="gateway_clearing", amount=booked.gateway_amount),
-                    ],
+                debit.append(PostingSpec(system="gateway_clearing", amount=booked.gateway_amount))
+            await self._post(saga, inp, "debit", debit)
+            gateway_refund_id = None
+            # 2. The card refund. Once asked for, it is followed to its end, whatever cancellation comes; a refusal
+            #    undoes step 1 entirely, and nothing else has moved yet.
+            if booked.gateway_amount:
+                gateway_refund_id = await finish_forward(
+                    self._refund_at_gateway(inp, wf_id, booked.gateway_amount)
                 )
-                gateway_refund_id = await self._refund_at_gateway(inp, wf_id, booked.gateway_amount)
+                saga.discard("reverse_debit")  # the card was refunded: step 1 must never be undone now
+            # 3. The wallet part reaches the buyer, applied like a compensation: a wallet frozen meanwhile still
+            #    gets its own money back, so nothing can strand it in transit after the card was refunded.
+            if booked.wallet_amount:
+                assert inp.buyer_wallet_id is not None
+                await finish_forward(
+                    db_step(
+                        LedgerActivities.post_journal,
+                        PostJournalInput(
+                            idempotency_key=step_key(wf_id, "wallet"),
+                            kind="refund",
+                            currency=inp.currency,
+                            postings=[
+                                PostingSpec(system="transit", amount=-booked.wallet_amount),
+                                PostingSpec(wallet_id=inp.buyer_wallet_id, amount=booked.wallet_amount),
+                            ],
+                            description=f"refund {inp.refund_id} of order {inp.order_id} (wallet)",
+                            saga_id=wf_id,
+                            compensation=True,
+                        ),
+                    )
+                )
         except BaseException as exc:
             code = "gateway_refund_failed" if isinstance(exc, _GatewayRefused) else business_code(exc)
             await saga.compensate()

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections import defaultdict
 
 from fastapi import APIRouter, Response, status
 from sqlalchemy.ext.asyncio import AsyncConnection
-from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
 from api.deps import CurrentUser, IdempotencyKey, PaymentsDB, SettingsDep, TemporalDep, WalletDB
-from api.sagas import claim_key, recorded_answer, saga_ids, start_saga
+from api.sagas import accepted_snapshot, claim_key, recorded_answer, saga_ids, start_saga
 from api.schemas import CancelCheckoutIn, CheckoutOut, CreateCheckout
 from api.security import Principal
 from db.engine import in_transaction
@@ -20,12 +19,14 @@ from db.repositories import payments as payments_repo
 from payweave import search_attributes as sa
 from payweave.contracts.commerce import Order, OrderItem
 from payweave.contracts.ledger import Wallet
+from payweave.contracts.payments import Payment
 from payweave.contracts.sagas import CancelCheckout, CheckoutInput, CheckoutStatus
 from payweave.errors import (
     Conflict,
     CurrencyMismatch,
     InvalidAmount,
     NotFound,
+    ServiceUnavailable,
     ValidationFailed,
     WalletClosed,
     WalletFrozen,
@@ -35,7 +36,6 @@ from payweave.money import MAX_AMOUNT
 from workflows.checkout import CheckoutWorkflow
 
 router = APIRouter(prefix="/v1/checkouts", tags=["checkouts"])
-ACCEPT_TIMEOUT_SECONDS = 15
 
 
 async def _priced_items(payments: PaymentsDB, body: CreateCheckout) -> list[OrderItem]:
@@ -156,16 +156,15 @@ async def create_checkout(
         task_queue=settings.temporal_task_queue,
         search_attributes=sa.initial(kind="checkout", owner=user.sub, amount=total, currency=body.currency),
     )
-    try:
-        accepted = await asyncio.wait_for(
-            handle.execute_update(CheckoutWorkflow.accepted), ACCEPT_TIMEOUT_SECONDS
-        )
-    except (WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError, RPCError, TimeoutError):
-        accepted = await handle.query("accepted_view", result_type=CheckoutStatus) or await handle.query(
-            "status", result_type=CheckoutStatus
-        )
-        if accepted is None:
-            raise
+    accepted = await accepted_snapshot(
+        handle, CheckoutWorkflow.accepted, CheckoutStatus, ("accepted_view", "status")
+    )
+    if accepted is None:
+        order = await recorded()
+        if order is None:
+            raise ServiceUnavailable("the checkout was accepted but its state is not readable yet")
+        response.headers["Location"] = f"/v1/checkouts/{order_id}"
+        return await _view(payments, temporal, order)
     response.headers["Location"] = f"/v1/checkouts/{order_id}"
     return CheckoutOut.model_validate(accepted.model_dump())
 
@@ -191,13 +190,16 @@ async def _view(payments: PaymentsDB, temporal: TemporalDep, order: Order) -> Ch
         if live is not None:
             return CheckoutOut.model_validate(live.model_dump())
 
-    async def work(conn: AsyncConnection) -> str | None:
-        payment = await payments_repo.get_payment(conn, f"pay_{order.id}")
-        return payment.gateway_payment_id if payment else None
+    async def work(conn: AsyncConnection) -> Payment | None:
+        return await payments_repo.get_payment(conn, f"pay_{order.id}")
 
-    gateway_payment_id = await in_transaction(payments, work) if order.gateway_amount else None
+    payment = await in_transaction(payments, work) if order.gateway_amount else None
     return CheckoutOut.model_validate(
-        {**order.model_dump(), "gateway_payment_id": gateway_payment_id, "late_payment_refunded": False}
+        {
+            **order.model_dump(),
+            "gateway_payment_id": payment.gateway_payment_id if payment else None,
+            "late_payment_refunded": payment is not None and payment.status == "refunded",
+        }
     )
 
 

@@ -2,29 +2,30 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import APIRouter, Response, status
 from sqlalchemy.ext.asyncio import AsyncConnection
-from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError
 
 from api.deps import CurrentUser, IdempotencyKey, PaymentsDB, SettingsDep, TemporalDep, WalletDB
 from api.routers.wallets import visible_wallet
-from api.sagas import claim_key, recorded_answer, saga_ids, start_saga, workflow_id_for
+from api.sagas import accepted_snapshot, claim_key, recorded_answer, saga_ids, start_saga, workflow_id_for
 from api.schemas import CreateDeposit, DepositOut
 from db.engine import in_transaction
 from db.repositories import payments as payments_repo
 from payweave import search_attributes as sa
 from payweave.contracts.payments import Payment
 from payweave.contracts.sagas import DepositInput, DepositStatus
-from payweave.errors import CurrencyMismatch, NotFound, WalletClosed, WalletFrozen, WalletNotFound
+from payweave.errors import (
+    CurrencyMismatch,
+    NotFound,
+    ServiceUnavailable,
+    WalletClosed,
+    WalletFrozen,
+    WalletNotFound,
+)
 from workflows.deposit import DepositWorkflow
 
 router = APIRouter(tags=["deposits"])
-
-# How long a POST waits for the gateway object (and its next_action) before answering 202 without it.
-ACCEPT_TIMEOUT_SECONDS = 15
 
 
 def deposit_out(d: DepositStatus | Payment) -> DepositOut:
@@ -92,18 +93,13 @@ async def create_deposit(
             kind="deposit", owner=user.sub, amount=body.amount, currency=wallet.currency
         ),
     )
-    try:
-        accepted = await asyncio.wait_for(
-            handle.execute_update(DepositWorkflow.accepted), ACCEPT_TIMEOUT_SECONDS
-        )
-    except (WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError, RPCError, TimeoutError):
-        # Closed already (a retry long after the first request): answer what was accepted then. Or the
-        # gateway is slow: answer the deposit as it stands; the saga goes on and GET shows the outcome.
-        accepted = await handle.query("accepted_view", result_type=DepositStatus) or await handle.query(
-            "status", result_type=DepositStatus
-        )
-        if accepted is None:
-            raise
+    accepted: DepositStatus | Payment | None = await accepted_snapshot(
+        handle, DepositWorkflow.accepted, DepositStatus, ("accepted_view", "status")
+    )
+    if accepted is None:
+        accepted = await recorded()
+    if accepted is None:
+        raise ServiceUnavailable("the deposit was accepted but its state is not readable yet")
     response.headers["Location"] = f"/v1/deposits/{deposit_id}"
     return deposit_out(accepted)
 

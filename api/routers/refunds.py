@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import APIRouter, Response, status
 from sqlalchemy.ext.asyncio import AsyncConnection
-from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
-from temporalio.service import RPCError
 
 from api.deps import CurrentUser, IdempotencyKey, PaymentsDB, SettingsDep, TemporalDep
 from api.routers.checkouts import visible_order
-from api.sagas import claim_key, recorded_answer, saga_ids, start_saga
+from api.sagas import accepted_snapshot, claim_key, recorded_answer, saga_ids, start_saga
 from api.schemas import CreateRefund, RefundOut
 from db.engine import in_transaction
 from db.repositories import commerce
@@ -23,7 +19,6 @@ from payweave.contracts.sagas import RefundInput, RefundStatus
 from workflows.refund import RefundWorkflow
 
 router = APIRouter(tags=["refunds"])
-ACCEPT_TIMEOUT_SECONDS = 15
 
 
 @router.post(
@@ -88,14 +83,13 @@ async def create_refund(
             kind="refund", owner=user.sub, amount=body.amount or 0, currency=order.currency
         ),
     )
-    try:
-        accepted = await asyncio.wait_for(
-            handle.execute_update(RefundWorkflow.accepted), ACCEPT_TIMEOUT_SECONDS
-        )
-    except (WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError, RPCError, TimeoutError):
-        accepted = await handle.query("status", result_type=RefundStatus)
-        if accepted is None:
-            raise
+    accepted = await accepted_snapshot(handle, RefundWorkflow.accepted, RefundStatus, ("status",))
+    if accepted is None:
+        booked = await recorded()
+        if booked is None:
+            raise errors.ServiceUnavailable("the refund was accepted but its state is not readable yet")
+        response.headers["Location"] = f"/v1/refunds/{refund_id}"
+        return RefundOut.model_validate(booked.model_dump())
     if accepted.status == "failed" and accepted.failure_code in errors.BUSINESS_ERRORS:
         raise errors.BUSINESS_ERRORS[accepted.failure_code](f"refund refused: {accepted.failure_code}")
     response.headers["Location"] = f"/v1/refunds/{refund_id}"

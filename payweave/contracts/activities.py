@@ -26,6 +26,8 @@ class PostJournalInput(BaseModel):
     postings: list[PostingSpec]
     description: str | None = None
     saga_id: str | None = None
+    # Applied like a compensation: credits reach a frozen or closed wallet (money going back to its owner).
+    compensation: bool = False
 
 
 class ReverseJournalInput(BaseModel):

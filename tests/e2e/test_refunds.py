@@ -46,12 +46,14 @@ async def refund(
     return await http.post(f"/v1/checkouts/{order_id}/refunds", json=body, headers={**auth, **idem()})
 
 
-async def until_refund_done(http: httpx.AsyncClient, auth: dict[str, str], refund_id: str) -> dict[str, Any]:
+async def until_refund_done(
+    http: httpx.AsyncClient, auth: dict[str, str], refund_id: str, timeout: float = 90
+) -> dict[str, Any]:
     async def probe() -> dict[str, Any] | None:
         r = await http.get(f"/v1/refunds/{refund_id}", headers=auth)
         return r.json() if r.status_code == 200 and r.json()["status"] != "pending" else None
 
-    return await eventually(probe)  # type: ignore[no-any-return]
+    return await eventually(probe, timeout=timeout)  # type: ignore[no-any-return]
 
 
 async def test_partial_refund_is_proportional_and_a_refund_beyond_paid_is_refused(
@@ -110,3 +112,36 @@ async def test_only_the_merchant_or_an_operator_refunds(http: httpx.AsyncClient,
     assert r.status_code == 403 and r.json()["code"] == "forbidden"
     _, stranger = users.new("merchant")
     assert (await refund(http, stranger, order["id"], {"amount": 100, "reason": "x"})).status_code == 404
+
+
+async def test_a_refused_card_refund_moves_nothing_and_frees_the_booking(
+    http: httpx.AsyncClient, users: Users, xendit: str
+) -> None:
+    merchant, m_auth = users.new("merchant")
+    m_wallet = await create_wallet(http, m_auth)
+    _, buyer = users.new()
+    b_wallet = await create_wallet(http, buyer)
+    await deposit(http, buyer, b_wallet["id"], 3_000)
+    accepted = await checkout(
+        http,
+        buyer,
+        {
+            "merchant_id": merchant,
+            "currency": "USD",
+            "amount": 10_000,
+            "payment": {"method": "split", "wallet_amount": 3_000, "gateway": "xendit"},
+        },
+    )
+    async with httpx.AsyncClient(base_url=xendit) as emulator:
+        await emulator.post(f"/_control/invoices/{accepted['next_action']['invoice_id']}/pay", json={})
+        assert (await until_done(http, buyer, accepted["id"]))["status"] == "paid"
+        assert (await emulator.post("/_control/refunds/fail-next")).status_code == 200
+    r = await refund(http, m_auth, accepted["id"], {"amount": 4_000, "reason": "damaged"})
+    done = await until_refund_done(http, m_auth, r.json()["id"], timeout=120)  # confirmed by a 30 s look-up
+    assert (done["status"], done["failure_code"]) == ("failed", "gateway_refund_failed")
+    assert (await wallet(http, buyer, b_wallet["id"]))["balance"] == 0
+    assert (await wallet(http, m_auth, m_wallet["id"]))["balance"] == 10_000
+    order = (await http.get(f"/v1/checkouts/{accepted['id']}", headers=buyer)).json()
+    assert order["status"] == "paid"  # the booking was given back: 100.00 can still be refunded
+    again = await refund(http, m_auth, accepted["id"], {"reason": "all of it"})
+    assert again.status_code == 202 and again.json()["amount"] == 10_000
