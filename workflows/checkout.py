@@ -23,7 +23,6 @@ with workflow.unsafe.imports_passed_through():
     from payweave.contracts.activities import (
         CaptureHoldInput,
         CreateGatewayPaymentInput,
-        GatewayPayment,
         GatewayPaymentRef,
         MarkOrderInput,
         MarkPaymentInput,
@@ -40,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
     from payweave.contracts.sagas import CancelCheckout, CheckoutInput, CheckoutStatus, PaymentEvent
     from payweave.ids import step_key
 
+from workflows.gateway_payment import cancel_until_final, concerns
 from workflows.saga import (
     Saga,
     business_code,
@@ -54,7 +54,6 @@ OPEN = ("pending", "awaiting_payment")
 TERMINAL = ("paid", "failed", "expired", "canceled")
 # A wallet hold outlives its saga's deadline a little, so only the sweeper ever expires a live saga's hold.
 HOLD_GRACE = timedelta(minutes=10)
-PROCESSING_POLL = timedelta(minutes=1)
 
 
 class _Ended(Exception):
@@ -107,18 +106,14 @@ class CheckoutWorkflow:
 
     @workflow.signal
     def payment_succeeded(self, event: PaymentEvent) -> None:
-        if self._outcome is None and self._concerns_us(event):
+        if self._outcome is None and concerns(self._view.gateway_payment_id if self._view else None, event):
             self._outcome = "succeeded"
 
     @workflow.signal
     def payment_failed(self, event: PaymentEvent) -> None:
-        if self._outcome is None and self._concerns_us(event):
+        if self._outcome is None and concerns(self._view.gateway_payment_id if self._view else None, event):
             self._outcome = "failed"
             self._failure_code = event.failure_code or "payment_failed"
-
-    def _concerns_us(self, event: PaymentEvent) -> bool:
-        known = self._view.gateway_payment_id if self._view else None
-        return known is None or event.gateway_payment_id == known
 
     # --- the saga --------------------------------------------------------------------------------------
 
@@ -346,7 +341,7 @@ class CheckoutWorkflow:
         ref = GatewayPaymentRef(
             payment_id=payment_id, gateway=inp.gateway, gateway_payment_id=view.gateway_payment_id
         )
-        final = await self._cancel_until_final(ref)
+        final = await cancel_until_final(ref, lambda: self._outcome == "succeeded")
         if final.status == "succeeded":
             await gateway_step(
                 PaymentActivities.refund_gateway_payment,
@@ -372,17 +367,6 @@ class CheckoutWorkflow:
                     payment_id=payment_id, status=status, failure_code=final.failure_code or status
                 ),
             )
-
-    async def _cancel_until_final(self, ref: GatewayPaymentRef) -> GatewayPayment:
-        while True:
-            final = await gateway_step(PaymentActivities.cancel_gateway_payment, ref)
-            if final.status != "processing":
-                return final
-            try:
-                await workflow.wait_condition(lambda: self._outcome == "succeeded", timeout=PROCESSING_POLL)
-                return final.model_copy(update={"status": "succeeded"})
-            except TimeoutError:
-                continue
 
     async def _settle(self, inp: CheckoutInput, wf_id: str, gateway_amount: int, hold_id: str) -> None:
         """One journal: buyer −wallet part (the captured hold), gateway_clearing −gateway part, merchant +total."""

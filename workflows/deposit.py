@@ -22,7 +22,6 @@ with workflow.unsafe.imports_passed_through():
     from activities.wallet import LedgerActivities
     from payweave.contracts.activities import (
         CreateGatewayPaymentInput,
-        GatewayPayment,
         GatewayPaymentRef,
         MarkPaymentInput,
         PostingSpec,
@@ -33,10 +32,8 @@ with workflow.unsafe.imports_passed_through():
     from payweave.contracts.sagas import DepositInput, DepositStatus, PaymentEvent
     from payweave.ids import step_key
 
+from workflows.gateway_payment import cancel_until_final, concerns
 from workflows.saga import business_code, db_step, finish_forward, gateway_step, set_search_attributes
-
-# While a payment is `processing` at the gateway we look it up this often, in case its webhook is lost.
-PROCESSING_POLL = timedelta(minutes=1)
 
 
 @workflow.defn
@@ -71,19 +68,14 @@ class DepositWorkflow:
 
     @workflow.signal
     def payment_succeeded(self, event: PaymentEvent) -> None:
-        if self._outcome is None and self._concerns_us(event):
+        if self._outcome is None and concerns(self._view.gateway_payment_id if self._view else None, event):
             self._outcome = "succeeded"
 
     @workflow.signal
     def payment_failed(self, event: PaymentEvent) -> None:
-        if self._outcome is None and self._concerns_us(event):
+        if self._outcome is None and concerns(self._view.gateway_payment_id if self._view else None, event):
             self._outcome = "failed"
             self._failure_code = event.failure_code or "payment_failed"
-
-    def _concerns_us(self, event: PaymentEvent) -> bool:
-        """Only events about this deposit's own gateway object count (once that object is known)."""
-        known = self._view.gateway_payment_id if self._view else None
-        return known is None or event.gateway_payment_id == known
 
     def _update_view(self, **changes: object) -> None:
         assert self._view is not None
@@ -153,7 +145,11 @@ class DepositWorkflow:
             ref = GatewayPaymentRef(
                 payment_id=inp.deposit_id, gateway=inp.gateway, gateway_payment_id=made.id
             )
-            final = made if made.status == "succeeded" else await self._cancel_until_final(ref)
+            final = (
+                made
+                if made.status == "succeeded"
+                else await cancel_until_final(ref, lambda: self._outcome == "succeeded")
+            )
             if final.status == "succeeded":
                 await self._credit(inp)
             else:
@@ -179,7 +175,7 @@ class DepositWorkflow:
         except BaseException:
             # Cancelled while the payer may still pay: close the gateway object first, and if the payment got
             # through anyway, the money arrived and is credited.
-            final = await self._cancel_until_final(ref)
+            final = await cancel_until_final(ref, lambda: self._outcome == "succeeded")
             if final.status == "succeeded" or self._outcome == "succeeded":
                 await self._credit(inp)
             else:
@@ -188,7 +184,7 @@ class DepositWorkflow:
 
         # Failed or expired: cancel the gateway object. Its answer is the truth: if the payment won the race,
         # the money arrived and the wallet is credited (documented late-success behaviour).
-        final = await self._cancel_until_final(ref)
+        final = await cancel_until_final(ref, lambda: self._outcome == "succeeded")
         if final.status == "succeeded":
             return await self._credit(inp)
         if self._outcome == "failed":
@@ -215,18 +211,6 @@ class DepositWorkflow:
                 "success signal not confirmed by the gateway (%s); waiting on", actual.status
             )
             self._outcome = None
-
-    async def _cancel_until_final(self, ref: GatewayPaymentRef) -> GatewayPayment:
-        while True:
-            final = await gateway_step(PaymentActivities.cancel_gateway_payment, ref)
-            if final.status != "processing":
-                return final
-            # The gateway is still deciding: wait for its webhook, or look again after a while.
-            try:
-                await workflow.wait_condition(lambda: self._outcome == "succeeded", timeout=PROCESSING_POLL)
-                return final.model_copy(update={"status": "succeeded"})
-            except TimeoutError:
-                continue
 
     async def _credit(self, inp: DepositInput) -> DepositStatus:
         """Past the point of no return (the money arrived): runs to the end even if cancelled meanwhile."""
