@@ -157,7 +157,13 @@ async def api_url(
     app = create_app(settings, temporal=temporal)
     server = uvicorn.Server(
         uvicorn.Config(
-            app, host="127.0.0.1", port=api_port, log_level="warning", lifespan="on", access_log=False
+            app,
+            host="127.0.0.1",
+            port=api_port,
+            log_level="warning",
+            lifespan="on",
+            access_log=False,
+            timeout_keep_alive=60,  # longer than the test client's keep-alive expiry (see `http`)
         )
     )
     task = asyncio.create_task(server.serve())
@@ -176,7 +182,9 @@ async def api_url(
 
 @pytest_asyncio.fixture(scope="session")
 async def http(api_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    limits = httpx.Limits(max_connections=300, max_keepalive_connections=100)
+    # The client drops idle connections (30 s) before the server does (60 s, see api_url): otherwise a request
+    # can go out on a connection the server is closing at that instant (a spurious ReadError under load).
+    limits = httpx.Limits(max_connections=300, max_keepalive_connections=100, keepalive_expiry=30)
     async with httpx.AsyncClient(base_url=api_url, timeout=60, limits=limits) as client:
         yield client
 
