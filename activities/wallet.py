@@ -57,6 +57,7 @@ class LedgerActivities:
                 description=inp.description,
                 saga_id=inp.saga_id,
                 compensation=inp.compensation,
+                external_ref=inp.external_ref,
             )
             return JournalResult(journal_id=journal.id, created=journal.created)
 
@@ -86,6 +87,7 @@ class LedgerActivities:
                 description=inp.description,
                 saga_id=inp.saga_id,
                 compensation=True,
+                external_ref=inp.external_ref or original.external_ref,
             )
             return JournalResult(journal_id=journal.id, created=journal.created)
 
@@ -134,6 +136,7 @@ class LedgerActivities:
                 customer_wallets=addressed,
                 kind=inp.kind,
                 description=inp.description,
+                external_ref=inp.external_ref,
             )
             return JournalResult(journal_id=journal.id, created=journal.created)
 

@@ -374,6 +374,8 @@ class CheckoutWorkflow:
         if gateway_amount > 0:
             credits.insert(0, PostingSpec(system="gateway_clearing", amount=-gateway_amount))
         description = f"order {inp.order_id}"
+        # The gateway payment's row, when the journal draws on gateway_clearing (reconciliation, I5).
+        external_ref = f"pay_{inp.order_id}" if gateway_amount > 0 else None
         if inp.wallet_amount > 0:
             await db_step(
                 LedgerActivities.capture_hold,
@@ -384,6 +386,7 @@ class CheckoutWorkflow:
                     credits=credits,
                     kind="checkout",
                     description=description,
+                    external_ref=external_ref,
                 ),
             )
         else:
@@ -396,6 +399,7 @@ class CheckoutWorkflow:
                     postings=credits,
                     description=description,
                     saga_id=wf_id,
+                    external_ref=external_ref,
                 ),
             )
         if gateway_amount > 0:

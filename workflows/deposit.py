@@ -255,6 +255,7 @@ class DepositWorkflow:
                 ],
                 description=f"deposit {inp.deposit_id} via {inp.gateway}",
                 saga_id=wf_id,
+                external_ref=inp.deposit_id,  # the payment row's id (reconciliation, I5)
             ),
         )
 

@@ -204,6 +204,11 @@ class RefundWorkflow:
                 postings=postings,
                 description=f"refund {inp.refund_id} of order {inp.order_id} ({part})",
                 saga_id=wf_id,
+                # The order's gateway payment, when the card part goes back through gateway_clearing (I5);
+                # the reversal copies it.
+                external_ref=f"pay_{inp.order_id}"
+                if any(p.system == "gateway_clearing" for p in postings)
+                else None,
             ),
         )
 

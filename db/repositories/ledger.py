@@ -177,7 +177,9 @@ def _check_posting(
 async def find_journal(conn: AsyncConnection, idempotency_key: str) -> Journal | None:
     row = (
         await conn.execute(
-            text("SELECT id, idempotency_key, kind, currency FROM journals WHERE idempotency_key = :key"),
+            text(
+                "SELECT id, idempotency_key, kind, currency, external_ref FROM journals WHERE idempotency_key = :key"
+            ),
             {"key": idempotency_key},
         )
     ).first()
@@ -197,6 +199,7 @@ async def find_journal(conn: AsyncConnection, idempotency_key: str) -> Journal |
         currency=row.currency.strip(),
         entries=[Entry.model_validate(dict(e._mapping)) for e in entries],
         created=False,
+        external_ref=row.external_ref,
     )
 
 
@@ -212,20 +215,22 @@ async def post_journal(
     hold_id: str | None = None,
     compensation: bool = False,
     customer_wallets: Collection[str] = (),
+    external_ref: str | None = None,
 ) -> Journal:
     """Post one balanced journal. A second call with the same key returns the first journal unchanged.
 
     ``compensation=True`` lets credits reach a frozen or closed wallet (an undo must always finish).
     ``customer_wallets`` are the wallet ids a caller supplied (a transfer's destination, say): they must be
     customer wallets, so no request can ever address ``gateway_clearing``, ``transit`` or ``escrow``.
+    ``external_ref`` is the payments-DB payment a gateway-related journal is about (reconciliation, I5).
     """
     if sum(p.amount for p in postings) != 0 or len(postings) < 2 or any(p.amount == 0 for p in postings):
         raise errors.InvalidAmount("a journal needs two or more non-zero postings that sum to zero")
     new_id = (
         await conn.execute(
             text(
-                "INSERT INTO journals (idempotency_key, kind, currency, description, saga_id, hold_id) "
-                "VALUES (:key, :kind, :currency, :description, :saga_id, :hold_id) "
+                "INSERT INTO journals (idempotency_key, kind, currency, description, saga_id, hold_id, external_ref) "
+                "VALUES (:key, :kind, :currency, :description, :saga_id, :hold_id, :external_ref) "
                 "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
             ),
             {
@@ -235,6 +240,7 @@ async def post_journal(
                 "description": description,
                 "saga_id": saga_id,
                 "hold_id": hold_id,
+                "external_ref": external_ref,
             },
         )
     ).scalar()
@@ -292,6 +298,7 @@ async def post_journal(
         currency=currency,
         entries=entries,
         created=True,
+        external_ref=external_ref,
     )
 
 
@@ -390,6 +397,7 @@ async def capture_hold(
     description: str | None = None,
     saga_id: str | None = None,
     customer_wallets: Collection[str] = (),
+    external_ref: str | None = None,
 ) -> Journal:
     """Capture ``amount`` (≤ the hold) of an open hold in one journal; the rest of the hold is released.
 
@@ -432,4 +440,5 @@ async def capture_hold(
         saga_id=saga_id or hold.saga_id,
         hold_id=hold_id,
         customer_wallets=customer_wallets,
+        external_ref=external_ref,
     )

@@ -28,6 +28,8 @@ class PostJournalInput(BaseModel):
     saga_id: str | None = None
     # Applied like a compensation: credits reach a frozen or closed wallet (money going back to its owner).
     compensation: bool = False
+    # The payments-DB payment id, when the journal touches gateway_clearing for a payment (reconciliation, I5).
+    external_ref: str | None = None
 
 
 class ReverseJournalInput(BaseModel):
@@ -40,6 +42,7 @@ class ReverseJournalInput(BaseModel):
     unless_posted: str | None = None
     description: str | None = None
     saga_id: str | None = None
+    external_ref: str | None = None  # None: the original journal's
 
 
 class JournalResult(BaseModel):
@@ -75,6 +78,7 @@ class CaptureHoldInput(BaseModel):
     credits: list[PostingSpec]
     kind: str
     description: str | None = None
+    external_ref: str | None = None  # the payment id, when the credits touch gateway_clearing
 
 
 class RecordPaymentInput(BaseModel):

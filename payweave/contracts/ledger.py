@@ -54,6 +54,7 @@ class Journal(BaseModel):
     currency: str
     entries: list[Entry]
     created: bool  # False when this call found the journal an earlier attempt posted
+    external_ref: str | None = None  # the payments-DB payment id a gateway-related journal is about
 
 
 class Hold(BaseModel):
