@@ -2,7 +2,10 @@
 
 I1 every journal's entries sum to zero (and it has two or more); I2 every wallet's balance equals the sum
 of its entries (and its newest entry's balance_after), held equals its open holds; I3 no customer wallet
-below zero, 0 ≤ held ≤ balance; I4 journal and hold keys unique, one payment row per gateway object.
+below zero, 0 ≤ held ≤ balance; I4 journal and hold keys unique, one payment row per gateway object;
+I5 every gateway payment we kept (a credited deposit, a paid checkout) is matched by exactly one clearing
+capture journal (``external_ref`` = the payment id). The gateway side of I5 is the reconciliation's
+(``payweave reconcile``): it needs the gateways, this needs only the databases.
 """
 
 from __future__ import annotations
@@ -114,6 +117,47 @@ async def _check_transit(
         report.violations.append(Violation(TRANSIT_CHECK, rows[:limit]))
 
 
+CLEARING_CHECK = "I5 a kept gateway payment has exactly one clearing capture"
+
+
+async def _check_clearing(
+    wallet_engine: AsyncEngine, payments_engine: AsyncEngine, report: Report, limit: int
+) -> None:
+    """Across both databases. Payments are read first: a saga posts its capture before it marks the payment,
+    so a payment seen kept has its journal committed. Journals from before ``external_ref`` existed count by
+    their saga id."""
+    async with payments_engine.connect() as conn:
+        kept = [
+            (row[0], row[1])
+            for row in await conn.execute(
+                text(
+                    "SELECT id, workflow_id FROM payments WHERE status = 'succeeded' "
+                    "AND (purpose = 'checkout' OR (purpose = 'deposit' AND credited))"
+                )
+            )
+        ]
+    rows: list[dict[str, object]] = []
+    async with wallet_engine.connect() as conn:
+        for start in range(0, len(kept), 5_000):
+            batch = kept[start : start + 5_000]
+            result = await conn.execute(
+                text(
+                    "SELECT p.id AS payment, count(j.id) AS clearing_captures "
+                    "FROM unnest(CAST(:ids AS text[]), CAST(:wfs AS text[])) AS p(id, wf) "
+                    "LEFT JOIN journals j ON (j.external_ref = p.id OR (j.external_ref IS NULL AND j.saga_id = p.wf)) "
+                    "  AND j.kind NOT LIKE '%\\_reversal' AND EXISTS (SELECT 1 FROM entries e "
+                    "      JOIN wallets w ON w.id = e.wallet_id AND w.owner = 'system:gateway_clearing' "
+                    "      WHERE e.journal_id = j.id AND e.amount < 0) "
+                    "GROUP BY p.id HAVING count(j.id) <> 1"
+                ),
+                {"ids": [p for p, _ in batch], "wfs": [w for _, w in batch]},
+            )
+            rows += [dict(r) for r in result.mappings()]
+    report.checked.append(CLEARING_CHECK)
+    if rows:
+        report.violations.append(Violation(CLEARING_CHECK, rows[:limit]))
+
+
 @dataclass
 class Violation:
     check: str
@@ -145,6 +189,7 @@ async def verify_ledger(
         if rows:
             report.violations.append(Violation(name, [dict(r) for r in rows]))
     await _check_transit(wallet_engine, payments_engine, report, limit)
+    await _check_clearing(wallet_engine, payments_engine, report, limit)
     async with wallet_engine.connect() as conn:
         for table in ("wallets", "journals", "entries", "holds"):
             report.stats[table] = int(

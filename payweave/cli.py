@@ -109,6 +109,34 @@ def cmd_ledger_verify(args: argparse.Namespace) -> int:
     return asyncio.run(_verify(get_settings()))
 
 
+async def _run_operation(settings: Settings, what: str, window_hours: int | None) -> int:
+    from payweave.schedules import reconcile_now, sweep_now
+    from workers.client import connect
+
+    client = await connect(settings)
+    if what == "sweep":
+        summary = await sweep_now(client, settings)
+        print(summary.model_dump_json(indent=2))
+        console.print(f"sweep done: {summary.repairs} repairs, {summary.errors} errors")
+        return 1 if summary.errors else 0
+    report = await reconcile_now(client, settings, window_hours)
+    print(report.model_dump_json(indent=2))
+    colour = "red" if report.mismatch_count else "green"
+    console.print(
+        f"[{colour}]reconciliation: {report.payments_checked} payments checked, "
+        f"{report.mismatch_count} mismatches[/{colour}]"
+    )
+    return 1 if report.mismatch_count else 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    return asyncio.run(_run_operation(get_settings(), "sweep", None))
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    return asyncio.run(_run_operation(get_settings(), "reconcile", args.window_hours))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="payweave", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -133,6 +161,16 @@ def build_parser() -> argparse.ArgumentParser:
     ledger_sub.add_parser(
         "verify", help="check ledger invariants I1–I4; non-zero exit on violation"
     ).set_defaults(func=cmd_ledger_verify)
+    sub.add_parser(
+        "sweep", help="run one sweep now (needs a running worker); prints what it repaired"
+    ).set_defaults(func=cmd_sweep)
+    reconcile = sub.add_parser(
+        "reconcile", help="run one reconciliation now (needs a running worker); exit 1 on mismatches"
+    )
+    reconcile.add_argument(
+        "--window-hours", type=int, help="payments created this many hours back (default 48)"
+    )
+    reconcile.set_defaults(func=cmd_reconcile)
     return parser
 
 

@@ -17,3 +17,16 @@ REQUEST_SECONDS = Histogram(
     ["method", "route", "status"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+SWEEPER_REPAIRS = Counter(
+    "payweave_sweeper_repairs_total",
+    "What the sweeper repaired, by kind (payment_signaled_succeeded, payment_signaled_failed, "
+    "payment_orphan_closed, payment_orphan_refunded, payment_orphan_marked_succeeded, group_buy_deadline_signaled, "
+    "hold_expired, webhook_rerouted, webhook_unknown_object, needs_attention)",
+    ["kind"],
+)
+RECONCILIATION_MISMATCHES = Counter(
+    "payweave_reconciliation_mismatches_total",
+    "Mismatches the reconciliation found between gateway, payments DB and ledger, by kind",
+    ["kind"],
+)
+RECONCILED_PAYMENTS = Counter("payweave_reconciled_payments_total", "Payments the reconciliation checked")

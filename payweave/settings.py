@@ -80,6 +80,20 @@ class Settings(BaseSettings):
     deposit_expiry_seconds: int = Field(default=30 * 60, gt=0)
     log_level: str = "INFO"
 
+    # Temporal Schedules, created or updated at every `payweave worker` start (ARCHITECTURE §5.7).
+    schedules_enabled: bool = True
+    sweeper_interval_seconds: int = Field(default=60, gt=0)
+    # Open payments are looked up at the gateway once past expiry or once this old (0: at once).
+    sweeper_min_payment_age_seconds: int = Field(default=60, ge=0)
+    sweeper_webhook_min_age_seconds: int = Field(default=10, ge=0)
+    sweeper_batch_limit: int = Field(default=100, gt=0)  # rows per category per sweep
+    sweeper_concurrency: int = Field(default=8, gt=0)
+    reconciliation_interval_seconds: int = Field(default=24 * 3600, gt=0)
+    reconciliation_window_hours: int = Field(default=48, gt=0)
+    # `payweave worker` serves its Prometheus metrics (sweeper repairs, reconciliation mismatches) here.
+    worker_metrics_port: int | None = None
+    worker_metrics_host: str = "127.0.0.1"
+
     def stripe_webhook_secrets(self) -> list[str]:
         return [s.strip() for s in self.stripe_webhook_secret.get_secret_value().split(",") if s.strip()]
 

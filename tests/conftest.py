@@ -96,6 +96,9 @@ def settings(postgres: PostgresServer, localstripe: str, xendit: str, api_port: 
         xendit_callback_token=SecretStr(XENDIT_CALLBACK_TOKEN),
         jwt_secret=SecretStr("test-secret-" + uuid.uuid4().hex),
         public_base_url=f"http://127.0.0.1:{api_port}",
+        # Tests run sweeps explicitly (the worker fixture never registers schedules), on payments of any age.
+        schedules_enabled=False,
+        sweeper_min_payment_age_seconds=0,
         _env_file=None,  # type: ignore[call-arg]
     )
 

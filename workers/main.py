@@ -6,10 +6,12 @@ import asyncio
 import logging
 import signal
 
+from prometheus_client import start_http_server
 from temporalio.client import Client
 from temporalio.worker import Worker
 
 from db.engine import make_engine
+from payweave.schedules import ensure_schedules
 from payweave.settings import Settings
 from workers.client import connect
 from workers.registry import WORKFLOWS, build_activities, gateways_from_settings
@@ -36,6 +38,7 @@ def build_worker(
             payments_engine=payments_engine,  # type: ignore[arg-type]
             gateways=gateways,  # type: ignore[arg-type]
             settings=settings,
+            client=client,
         ),
         max_concurrent_activities=200,
     )
@@ -44,6 +47,12 @@ def build_worker(
 async def run_worker(settings: Settings) -> None:
     client = await connect(settings)
     worker = build_worker(client, settings)
+    if settings.worker_metrics_port is not None:
+        start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host)
+    if settings.schedules_enabled:
+        # Create or update the sweeper and reconciliation schedules (idempotent: every worker may do it).
+        for line in await ensure_schedules(client, settings):
+            log.info("%s", line)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

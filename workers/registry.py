@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client
 
 from activities.gateways.base import PaymentGateway
 from activities.gateways.stripe import StripeGateway
@@ -13,14 +14,25 @@ from activities.gateways.xendit import XenditGateway
 from activities.notify import NotifyActivities
 from activities.orders import OrderActivities
 from activities.payments import PaymentActivities
+from activities.reconciliation import ReconciliationActivities
+from activities.sweeper import SweeperActivities
 from activities.wallet import LedgerActivities
 from payweave.settings import Settings
 from workflows.checkout import CheckoutWorkflow
 from workflows.deposit import DepositWorkflow
+from workflows.reconciliation import ReconciliationWorkflow
 from workflows.refund import RefundWorkflow
+from workflows.sweeper import SweeperWorkflow
 from workflows.transfer import TransferWorkflow
 
-WORKFLOWS: Sequence[type] = (DepositWorkflow, TransferWorkflow, CheckoutWorkflow, RefundWorkflow)
+WORKFLOWS: Sequence[type] = (
+    DepositWorkflow,
+    TransferWorkflow,
+    CheckoutWorkflow,
+    RefundWorkflow,
+    SweeperWorkflow,
+    ReconciliationWorkflow,
+)
 
 
 def gateways_from_settings(settings: Settings) -> dict[str, PaymentGateway]:
@@ -30,12 +42,37 @@ def gateways_from_settings(settings: Settings) -> dict[str, PaymentGateway]:
     }
 
 
+def operations_activities(
+    wallet_engine: AsyncEngine,
+    payments_engine: AsyncEngine,
+    gateways: Mapping[str, PaymentGateway],
+    client: Client | None,
+) -> list[Callable[..., Any]]:
+    """The sweeper's (they signal and describe workflows: only with a Temporal client) and the reconciliation's."""
+    reconciliation = ReconciliationActivities(wallet_engine, payments_engine, gateways)
+    found: list[Callable[..., Any]] = [reconciliation.reconcile_page]
+    if client is not None:
+        sweeper = SweeperActivities(wallet_engine, payments_engine, gateways, client)
+        found += [
+            sweeper.find_stale_payments,
+            sweeper.sweep_payment,
+            sweeper.find_overdue_group_buys,
+            sweeper.signal_group_buy_deadline,
+            sweeper.find_expired_holds,
+            sweeper.expire_orphan_hold,
+            sweeper.find_unrouted_webhooks,
+            sweeper.reroute_webhook,
+        ]
+    return found
+
+
 def build_activities(
     *,
     wallet_engine: AsyncEngine,
     payments_engine: AsyncEngine,
     gateways: Mapping[str, PaymentGateway],
     settings: Settings | None = None,
+    client: Client | None = None,
 ) -> list[Callable[..., Any]]:
     secret = settings.notify_webhook_secret if settings else None
     notify = NotifyActivities(
@@ -47,6 +84,7 @@ def build_activities(
     payments = PaymentActivities(payments_engine, gateways)
     orders = OrderActivities(payments_engine)
     return [
+        *operations_activities(wallet_engine, payments_engine, gateways, client),
         notify.notify,
         orders.record_order,
         orders.reserve_stock,
