@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     ledger = sub.add_parser("ledger", help="ledger tools")
     ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True)
     ledger_sub.add_parser(
-        "verify", help="check ledger invariants I1–I4; non-zero exit on violation"
+        "verify", help="check ledger invariants I1–I5; non-zero exit on violation"
     ).set_defaults(func=cmd_ledger_verify)
     sub.add_parser(
         "sweep", help="run one sweep now (needs a running worker); prints what it repaired"
