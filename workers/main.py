@@ -8,6 +8,7 @@ import signal
 
 from prometheus_client import start_http_server
 from temporalio.client import Client
+from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from db.engine import make_engine
@@ -51,8 +52,12 @@ async def run_worker(settings: Settings) -> None:
         start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host)
     if settings.schedules_enabled:
         # Create or update the sweeper and reconciliation schedules (idempotent: every worker may do it).
-        for line in await ensure_schedules(client, settings):
-            log.info("%s", line)
+        # A worker that may not manage schedules still serves its task queue; the log says why not.
+        try:
+            for line in await ensure_schedules(client, settings):
+                log.info("%s", line)
+        except RPCError as exc:
+            log.error("schedules not created or updated: %s", exc)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
