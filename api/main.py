@@ -14,6 +14,7 @@ from api.errors import install_error_handlers
 from api.routers import (
     checkouts,
     deposits,
+    group_buys,
     health,
     notifications,
     products,
@@ -77,6 +78,7 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
         transfers.router,
         products.router,
         checkouts.router,
+        group_buys.router,
         refunds.router,
         notifications.router,
         webhooks.router,

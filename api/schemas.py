@@ -172,3 +172,33 @@ class RefundOut(BaseModel):
     reason: str
     failure_code: str | None = None
     gateway_refund_id: str | None = None
+
+
+class CreateGroupBuy(StrictBody):
+    product: str = Field(min_length=1, max_length=200, description="what the factory makes (name or SKU)")
+    unit_price: Amount
+    currency: Currency
+    moq: int = Field(gt=0, le=10_000_000, description="minimum order quantity, in units")
+    max_units: int | None = Field(default=None, gt=0, le=10_000_000)
+    deadline: datetime = Field(description="joins close and the MOQ decision is made at this instant")
+    production_deadline: datetime | None = Field(
+        default=None, description="production must be reported complete by then, or everyone is refunded"
+    )
+    close_when_moq_reached: bool = Field(default=False, description="decide as soon as the MOQ is paid")
+
+
+class GroupBuyPayment(StrictBody):
+    method: Literal["wallet", "gateway"]
+    gateway: Literal["stripe", "xendit"] | None = None
+    payment_method: str | None = Field(
+        default=None, max_length=255, description="a Stripe PaymentMethod id (pm_…) to confirm server-side"
+    )
+
+
+class JoinGroupBuy(StrictBody):
+    quantity: int = Field(gt=0, le=10_000_000)
+    payment: GroupBuyPayment
+
+
+class CancelGroupBuyIn(StrictBody):
+    reason: str = Field(default="canceled", min_length=1, max_length=500)

@@ -16,9 +16,18 @@ from payweave.errors import Forbidden, Unauthenticated
 from payweave.settings import Settings
 
 PERMISSIONS: dict[str, frozenset[str]] = {
-    "customer": frozenset({"wallets:own", "deposits:create", "transfers:create", "checkouts:create"}),
+    "customer": frozenset(
+        {"wallets:own", "deposits:create", "transfers:create", "checkouts:create", "group_buys:join"}
+    ),
     "merchant": frozenset(
-        {"wallets:own", "deposits:create", "transfers:create", "checkouts:create", "products:write"}
+        {
+            "wallets:own",
+            "deposits:create",
+            "transfers:create",
+            "checkouts:create",
+            "products:write",
+            "group_buys:join",
+        }
     ),
     "factory": frozenset({"wallets:own", "deposits:create", "transfers:create", "group_buys:manage"}),
     "operator": frozenset(
@@ -30,7 +39,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
             "refunds:create_any",
         }
     ),
-    "service": frozenset({"wallets:own", "deposits:create", "transfers:create", "checkouts:create"}),
+    "service": frozenset(
+        {"wallets:own", "deposits:create", "transfers:create", "checkouts:create", "group_buys:join"}
+    ),
 }
 
 

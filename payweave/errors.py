@@ -79,6 +79,14 @@ class RefundExceedsPaid(PayweaveError):
     code, status, title = "refund_exceeds_paid", 422, "Refund exceeds what was paid"
 
 
+class SessionClosed(PayweaveError):
+    code, status, title = "session_closed", 409, "The group buy no longer takes participants"
+
+
+class AlreadyJoined(PayweaveError):
+    code, status, title = "already_joined", 409, "Already joined this group buy"
+
+
 class ServiceUnavailable(PayweaveError):
     code, status, title = (
         "service_unavailable",
@@ -110,5 +118,7 @@ BUSINESS_ERRORS: dict[str, type[PayweaveError]] = {
         GatewayDeclined,
         OutOfStock,
         RefundExceedsPaid,
+        SessionClosed,
+        AlreadyJoined,
     )
 }

@@ -78,6 +78,8 @@ class Settings(BaseSettings):
     notify_webhook_secret: SecretStr | None = None
 
     deposit_expiry_seconds: int = Field(default=30 * 60, gt=0)
+    # The platform's cut of a completed group buy, in basis points (250 = 2.5 %), fixed per session at creation.
+    group_buy_fee_bps: int = Field(default=250, ge=0, le=10_000)
     log_level: str = "INFO"
 
     # Temporal Schedules, created or updated at every `payweave worker` start (ARCHITECTURE §5.7).

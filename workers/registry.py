@@ -11,6 +11,7 @@ from temporalio.client import Client
 from activities.gateways.base import PaymentGateway
 from activities.gateways.stripe import StripeGateway
 from activities.gateways.xendit import XenditGateway
+from activities.group_buy import GroupBuyActivities
 from activities.notify import NotifyActivities
 from activities.orders import OrderActivities
 from activities.payments import PaymentActivities
@@ -18,8 +19,10 @@ from activities.reconciliation import ReconciliationActivities
 from activities.sweeper import SweeperActivities
 from activities.wallet import LedgerActivities
 from payweave.settings import Settings
+from workflows.bulk_refund import BulkRefundWorkflow
 from workflows.checkout import CheckoutWorkflow
 from workflows.deposit import DepositWorkflow
+from workflows.group_buy import GroupBuyPaymentWorkflow, GroupBuyWorkflow
 from workflows.reconciliation import ReconciliationWorkflow
 from workflows.refund import RefundWorkflow
 from workflows.sweeper import SweeperWorkflow
@@ -32,6 +35,9 @@ WORKFLOWS: Sequence[type] = (
     RefundWorkflow,
     SweeperWorkflow,
     ReconciliationWorkflow,
+    GroupBuyWorkflow,
+    GroupBuyPaymentWorkflow,
+    BulkRefundWorkflow,
 )
 
 
@@ -83,8 +89,27 @@ def build_activities(
     ledger = LedgerActivities(wallet_engine)
     payments = PaymentActivities(payments_engine, gateways)
     orders = OrderActivities(payments_engine)
+    group_buys = GroupBuyActivities(wallet_engine, payments_engine, gateways)
     return [
         *operations_activities(wallet_engine, payments_engine, gateways, client),
+        group_buys.record_group_buy,
+        group_buys.group_buy_counts,
+        group_buys.pending_payment_workflows,
+        group_buys.join_group_buy,
+        group_buys.decide_group_buy,
+        group_buys.mark_group_buy,
+        group_buys.accept_group_payment,
+        group_buys.end_group_payment,
+        group_buys.refund_group_participant,
+        group_buys.capture_group_holds,
+        group_buys.create_group_orders,
+        group_buys.release_escrow,
+        group_buys.release_group_holds,
+        group_buys.refund_group_wallets,
+        group_buys.refund_group_gateway,
+        group_buys.check_group_refunds,
+        group_buys.group_refund_progress,
+        group_buys.group_refund_outcomes,
         notify.notify,
         orders.record_order,
         orders.reserve_stock,

@@ -215,6 +215,7 @@ async def post_journal(
     hold_id: str | None = None,
     compensation: bool = False,
     customer_wallets: Collection[str] = (),
+    held_debits: Collection[str] = (),
     external_ref: str | None = None,
 ) -> Journal:
     """Post one balanced journal. A second call with the same key returns the first journal unchanged.
@@ -222,6 +223,8 @@ async def post_journal(
     ``compensation=True`` lets credits reach a frozen or closed wallet (an undo must always finish).
     ``customer_wallets`` are the wallet ids a caller supplied (a transfer's destination, say): they must be
     customer wallets, so no request can ever address ``gateway_clearing``, ``transit`` or ``escrow``.
+    ``held_debits`` are wallets whose debit a hold captured in this transaction already reserved: the money was
+    committed before any later freeze, so only the CHECK constraints apply to them.
     ``external_ref`` is the payments-DB payment a gateway-related journal is about (reconciliation, I5).
     """
     if sum(p.amount for p in postings) != 0 or len(postings) < 2 or any(p.amount == 0 for p in postings):
@@ -257,6 +260,10 @@ async def post_journal(
         wallet = locked.get(wallet_id)
         if wallet is not None and wallet.kind == "system" and wallet_id in customer_wallets:
             wallet = None  # not a wallet a customer can address: as if it did not exist
+        if wallet is not None and wallet_id in held_debits:
+            if wallet.currency != currency:
+                raise errors.CurrencyMismatch(f"wallet {wallet_id} holds {wallet.currency}, not {currency}")
+            continue
         _check_posting(wallet, wallet_id, amount, currency, compensation=compensation)
 
     balances = await conn.execute(
@@ -442,3 +449,87 @@ async def capture_hold(
         customer_wallets=customer_wallets,
         external_ref=external_ref,
     )
+
+
+async def capture_holds(
+    conn: AsyncConnection,
+    *,
+    idempotency_key: str,
+    hold_ids: Sequence[str],
+    credit_to: str,
+    kind: str,
+    description: str | None = None,
+    saga_id: str | None = None,
+) -> list[Hold]:
+    """Capture many open holds in full into the system account ``credit_to``, as ONE journal (a batch).
+
+    Returns the holds as they are afterwards: ``captured`` ones are in the journal; any other status means the
+    hold was gone (released or expired) before this batch. Calling again with the same key changes nothing.
+    """
+    rows = await conn.execute(
+        text(f"SELECT {_HOLD_COLUMNS} FROM holds WHERE id = ANY(:ids) ORDER BY id FOR UPDATE"),
+        {"ids": list(hold_ids)},
+    )
+    holds = [_hold(r) for r in rows]
+    if await find_journal(conn, idempotency_key) is not None:
+        return holds
+    to_capture = [h for h in holds if h.status == "open"]
+    if not to_capture:
+        return holds
+    currency = to_capture[0].currency
+    account = await ensure_system_wallet(conn, credit_to, currency)
+    await _lock_wallets(conn, [account, *(h.wallet_id for h in to_capture)])
+    captured = await conn.execute(
+        text(
+            "UPDATE holds SET status = 'captured', captured_amount = amount, updated_at = now() "
+            f"WHERE id = ANY(:ids) AND status = 'open' RETURNING {_HOLD_COLUMNS}"
+        ),
+        {"ids": [h.id for h in to_capture]},
+    )
+    done = {h.id: h for h in map(_hold, captured)}
+    await _unhold(conn, done.values())
+    total = sum(h.amount for h in done.values())
+    postings = [Posting(wallet_id=h.wallet_id, amount=-h.amount) for h in done.values()]
+    await post_journal(
+        conn,
+        idempotency_key=idempotency_key,
+        kind=kind,
+        currency=currency,
+        postings=[*postings, Posting(wallet_id=account, amount=total)],
+        description=description,
+        saga_id=saga_id,
+        held_debits={h.wallet_id for h in done.values()},
+    )
+    return [done.get(h.id, h) for h in holds]
+
+
+async def release_holds(
+    conn: AsyncConnection, hold_ids: Sequence[str], *, status: str = "released"
+) -> list[Hold]:
+    """Release many holds in one statement; holds no longer open are left as they are."""
+    rows = await conn.execute(
+        text(
+            f"UPDATE holds SET status = :status, updated_at = now() WHERE id = ANY(:ids) AND status = 'open' "
+            f"RETURNING {_HOLD_COLUMNS}"
+        ),
+        {"ids": sorted(hold_ids), "status": status},
+    )
+    released = [_hold(r) for r in rows]
+    await _unhold(conn, released)
+    return released
+
+
+async def _unhold(conn: AsyncConnection, holds: Collection[Hold]) -> None:
+    per_wallet: dict[str, int] = defaultdict(int)
+    for h in holds:
+        per_wallet[h.wallet_id] += h.amount
+    if per_wallet:
+        ids = sorted(per_wallet)
+        await _lock_wallets(conn, ids)  # in id order, like every other writer
+        await conn.execute(
+            text(
+                "UPDATE wallets w SET held = w.held - d.amount, updated_at = now() "
+                "FROM unnest(CAST(:ids AS text[]), CAST(:amounts AS bigint[])) AS d(id, amount) WHERE w.id = d.id"
+            ),
+            {"ids": ids, "amounts": [per_wallet[i] for i in ids]},
+        )

@@ -4,14 +4,9 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
-import pytest_asyncio
 from temporalio import activity
-from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -25,7 +20,6 @@ from payweave.contracts.activities import (
 )
 from payweave.contracts.payments import Payment
 from payweave.contracts.sagas import DepositInput
-from payweave.devstack.temporal import temporal_test_server_path
 from workflows.deposit import DepositWorkflow
 
 CALLS: list[str] = []
@@ -56,23 +50,6 @@ async def cancel_gateway_payment(ref: GatewayPaymentRef) -> GatewayPayment:
 async def mark_payment(inp: MarkPaymentInput) -> Payment | None:
     CALLS.append(f"mark_payment:{inp.status}")
     return None
-
-
-@pytest_asyncio.fixture(scope="module")
-async def time_skipping() -> AsyncIterator[WorkflowEnvironment]:
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=str(temporal_test_server_path()), data_converter=pydantic_data_converter
-    )
-    await env.client.operator_service.add_search_attributes(
-        AddSearchAttributesRequest(
-            namespace=env.client.namespace,
-            search_attributes={
-                key.name: IndexedValueType.ValueType(key.indexed_value_type) for key in sa.ALL
-            },
-        )
-    )
-    yield env
-    await env.shutdown()
 
 
 async def test_default_expiry_of_thirty_minutes_cancels_the_intent(
