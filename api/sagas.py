@@ -128,3 +128,22 @@ async def accepted_snapshot(
         except RPCError:
             await asyncio.sleep(0.1 * (attempt + 1))
     return None
+
+
+UPDATE_ATTEMPTS = 8
+
+
+async def execute_update_across_runs(
+    handle: WorkflowHandle[Any, Any], update: Any, *args: Any, update_id: str
+) -> Any:
+    """Execute an Update, again when the server aborts it because the workflow continued as new meanwhile
+    (UNAVAILABLE, "workflow update was aborted"): the next run takes it. Same update id every time, and the
+    handlers are idempotent by request key, so a repeat never applies twice."""
+    for attempt in range(UPDATE_ATTEMPTS):
+        try:
+            return await handle.execute_update(update, *args, id=update_id)
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.UNAVAILABLE or attempt == UPDATE_ATTEMPTS - 1:
+                raise
+            await asyncio.sleep(0.05 * 2**attempt)
+    raise AssertionError("unreachable")

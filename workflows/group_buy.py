@@ -11,8 +11,8 @@ one atomic decision in the database (paid units ≥ MOQ?)
   └─ failed | canceled ─▶ BulkRefundWorkflow ─▶ refunded
 
 Built for 10,000 participants: per-participant state lives in the database, the workflow keeps counts, and the
-open phase continues as new when Temporal suggests it (or every JOINS_PER_RUN joins); counts are re-read from
-the database at every new run and before an early decision.
+open phase continues as new when Temporal suggests it (or every ``joins_per_run`` joins, 2000 by default),
+carrying its counts; the database's counts decide (and are re-read before an early decision).
 """
 
 from __future__ import annotations
@@ -68,7 +68,6 @@ from workflows.saga import (
     set_search_attributes,
 )
 
-JOINS_PER_RUN = 2000
 LATE_REFUND_POLL = timedelta(seconds=30)
 PAYMENT_POLL = timedelta(
     minutes=15
@@ -90,6 +89,7 @@ class GroupBuyWorkflow:
     @workflow.init
     def __init__(self, inp: GroupBuyInput) -> None:
         self._terms = inp.terms
+        self._joins_per_run = inp.joins_per_run
         self._counts = (inp.counts or GroupBuyCounts()).model_copy()
         self._status = "open"
         self._closing = False  # the decision is being made: no new joins
@@ -241,7 +241,7 @@ class GroupBuyWorkflow:
         set_search_attributes(status=status)
 
     def _should_continue_as_new(self) -> bool:
-        return workflow.info().is_continue_as_new_suggested() or self._joins_this_run >= JOINS_PER_RUN
+        return workflow.info().is_continue_as_new_suggested() or self._joins_this_run >= self._joins_per_run
 
     def _moq_reached(self) -> bool:
         return self._terms.close_when_moq_reached and self._counts.paid_units >= self._terms.moq
@@ -263,10 +263,11 @@ class GroupBuyWorkflow:
                 GroupBuyActivities.record_group_buy, RecordGroupBuyInput(terms=t, workflow_id=wf_id)
             )
         if not await self._take_joins():
+            # No await between the handlers finishing and continuing: a join accepted in between would be cut off.
             await workflow.wait_condition(workflow.all_handlers_finished)
-            counts = await db_step(GroupBuyActivities.group_buy_counts, t.group_buy_id)
-            counts.cancel_reason = self._counts.cancel_reason
-            workflow.continue_as_new(GroupBuyInput(terms=t, counts=counts))
+            workflow.continue_as_new(
+                GroupBuyInput(terms=t, counts=self._counts, joins_per_run=self._joins_per_run)
+            )
 
         self._closing = True
         await workflow.wait_condition(lambda: self._joining == 0)

@@ -6,6 +6,7 @@ workflow Updates, so the workflow decides what is allowed in which state.
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,7 +16,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import CurrentUser, IdempotencyKey, PaymentsDB, SettingsDep, TemporalDep, WalletDB
-from api.sagas import claim_key, saga_ids, start_saga
+from api.sagas import claim_key, execute_update_across_runs, saga_ids, start_saga
 from api.schemas import CancelGroupBuyIn, CreateGroupBuy, JoinGroupBuy
 from api.security import Principal
 from db.engine import in_transaction
@@ -101,10 +102,11 @@ async def _update(
     temporal: TemporalDep, wf_id: str, update: Any, arg: Any = None, *, update_id: str | None = None
 ) -> Any:
     handle = temporal.get_workflow_handle(wf_id)
+    args = () if arg is None else (arg,)
     try:
-        if arg is None:
-            return await handle.execute_update(update, id=update_id)
-        return await handle.execute_update(update, arg, id=update_id)
+        return await execute_update_across_runs(
+            handle, update, *args, update_id=update_id or str(uuid.uuid4())
+        )
     except (WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError, RPCError) as exc:
         raise _update_failure(exc) from None
 

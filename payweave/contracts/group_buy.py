@@ -57,6 +57,7 @@ class GroupBuyCounts(BaseModel):
 class GroupBuyInput(BaseModel):
     terms: GroupBuyTerms
     counts: GroupBuyCounts | None = None  # set by continue-as-new
+    joins_per_run: int = 2000  # continue as new after this many joins (or sooner, when Temporal suggests it)
 
 
 class JoinRequest(BaseModel):
