@@ -171,7 +171,40 @@ def build_parser() -> argparse.ArgumentParser:
         "--window-hours", type=int, help="payments created this many hours back (default 48)"
     )
     reconcile.set_defaults(func=cmd_reconcile)
+    bench = sub.add_parser(
+        "bench",
+        help="benchmarks with same-run baselines on an embedded stack (exit 1 when a target is missed)",
+    )
+    bench.add_argument("benchmark", choices=["bulk-refund", "all"])
+    bench.add_argument(
+        "--quick", action="store_true", help="smaller gateway run (the wallet run stays 10,000)"
+    )
+    bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    bench.add_argument("--participants", type=int, default=None, help="wallet participants (10,000)")
+    bench.add_argument("--gateway-participants", type=int, default=None, help="gateway participants (1,000)")
+    bench.set_defaults(func=cmd_bench)
     return parser
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from payweave.bench.runner import run_bench
+
+    results = asyncio.run(
+        run_bench(
+            args.benchmark,
+            quick=args.quick,
+            participants=args.participants,
+            gateway_participants=args.gateway_participants,
+        )
+    )
+    from payweave.bench.report import print_table, write_json
+
+    print_table(results, Console())
+    if args.json:
+        write_json(results, Path(args.json))
+    return 0 if all(r.meets_target for r in results) else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
