@@ -24,7 +24,11 @@ with workflow.unsafe.imports_passed_through():
 
 from workflows.saga import set_search_attributes
 
-PAGE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1))
+# A gateway or database that stays down fails the run after about ten minutes; the next day's run covers
+# the window again (48 h, twice the interval).
+PAGE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=2), maximum_attempts=10
+)
 
 
 @workflow.defn
