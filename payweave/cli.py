@@ -175,11 +175,15 @@ def build_parser() -> argparse.ArgumentParser:
         "bench",
         help="benchmarks with same-run baselines on an embedded stack (exit 1 when a target is missed)",
     )
-    bench.add_argument("benchmark", choices=["bulk-refund", "all"])
     bench.add_argument(
-        "--quick", action="store_true", help="smaller gateway run (the wallet run stays 10,000)"
+        "benchmark",
+        choices=["checkout", "split", "ledger", "bulk-refund", "hot-wallet", "memory", "api", "all"],
+    )
+    bench.add_argument(
+        "--quick", action="store_true", help="smaller runs: `all` in < 10 minutes (B4 wallet stays 10,000)"
     )
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    bench.add_argument("--chart", metavar="FILE.png", help="PNG chart (needs matplotlib; skipped without it)")
     bench.add_argument("--participants", type=int, default=None, help="wallet participants (10,000)")
     bench.add_argument("--gateway-participants", type=int, default=None, help="gateway participants (1,000)")
     bench.set_defaults(func=cmd_bench)
@@ -201,9 +205,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     )
     from payweave.bench.report import print_table, write_json
 
-    print_table(results, Console())
+    console = Console()
+    print_table(results, console)
     if args.json:
         write_json(results, Path(args.json))
+    if args.chart:
+        console.print(f"--chart {args.chart}: matplotlib is not installed, chart skipped")
     return 0 if all(r.meets_target for r in results) else 1
 
 

@@ -39,7 +39,7 @@ def machine() -> dict[str, Any]:
 
 def print_table(results: list[Result], console: Console) -> None:
     table = Table(title="payweave bench")
-    for column in ("id", "benchmark", "value", "baseline", "ratio", "target", "met?"):
+    for column in ("id", "benchmark", "value", "baseline", "ratio", "p50 / p99 ms", "target", "met?"):
         table.add_column(column)
     for r in results:
         table.add_row(
@@ -48,6 +48,7 @@ def print_table(results: list[Result], console: Console) -> None:
             f"{r.value:.2f} {r.unit}",
             f"{r.baseline:.2f} {r.unit}",
             f"{r.ratio:.2f}",
+            f"{r.p50_ms:.0f} / {r.p99_ms:.0f}" if r.p50_ms is not None and r.p99_ms is not None else "",
             r.target,
             "[green]yes[/green]" if r.meets_target else "[red]no[/red]",
         )
