@@ -40,7 +40,11 @@ def get_current_user(
     request: Request, authorization: Annotated[str | None, Header(include_in_schema=False)] = None
 ) -> Principal:
     verifier: TokenVerifier = _state(request).verifier
-    return verifier.verify(authorization)
+    principal = verifier.verify(authorization)
+    limiter = getattr(_state(request), "rate_limiter", None)
+    if limiter is not None:
+        limiter.check_user(principal.sub)  # keyed by the verified `sub` only (api/ratelimit.py)
+    return principal
 
 
 def get_idempotency_key(

@@ -65,6 +65,17 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        # Logged with its type only: exception text can carry request data or secrets.
+        # Logged with its type only: exception text can carry request data or secrets. The request id (bound to
+        # the log line by api/request_context.py) lets the caller point at that line.
         log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
-        return problem(500, "internal_error", "Internal error", "something went wrong; it has been logged")
+        request_id = getattr(request.state, "request_id", None)
+        response = problem(
+            500,
+            "internal_error",
+            "Internal error",
+            "something went wrong; it has been logged",
+            request_id=request_id,
+        )
+        if request_id:
+            response.headers["X-Request-ID"] = request_id
+        return response

@@ -11,6 +11,8 @@ from fastapi import FastAPI, Request
 from temporalio.client import Client
 
 from api.errors import install_error_handlers
+from api.ratelimit import install_rate_limits
+from api.request_context import RequestContextMiddleware
 from api.routers import (
     checkouts,
     deposits,
@@ -70,6 +72,10 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
             request.method, getattr(route, "path", "unmatched"), str(response.status_code)
         ).observe(time.perf_counter() - started)
         return response
+
+    # Added last = outermost: the request id is bound before the rate limit or anything else runs.
+    install_rate_limits(app, settings)
+    app.add_middleware(RequestContextMiddleware)
 
     for router in (
         health.router,

@@ -27,6 +27,7 @@ from api.deps import request_hash
 from db.engine import in_transaction
 from db.repositories import payments as payments_repo
 from payweave.ids import derived_id, workflow_id
+from payweave.logs import bind_context
 from payweave.metrics import SAGAS_STARTED
 
 T = TypeVar("T")
@@ -34,7 +35,9 @@ T = TypeVar("T")
 
 def saga_ids(kind: str, owner: str, idempotency_key: str, prefix: str) -> tuple[str, str]:
     wf_id = workflow_id(kind, owner, idempotency_key)
-    return wf_id, derived_id(prefix, wf_id)
+    resource_id = derived_id(prefix, wf_id)
+    bind_context(saga_id=wf_id, resource_id=resource_id)  # on every later log line of this request
+    return wf_id, resource_id
 
 
 async def claim_key(

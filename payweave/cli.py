@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Sequence
 
@@ -17,15 +16,19 @@ console = Console(stderr=True)
 
 
 def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from payweave.logs import configure_logging
+
+    configure_logging(settings)  # structlog: JSON lines, or console lines with PAYWEAVE_LOG_FORMAT=console
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
     from payweave.devstack.stack import run_dev
 
     settings = get_settings()
+    if "log_format" not in settings.model_fields_set:
+        # Readable lines in development; the api and worker children inherit it (child_env spells it out).
+        settings = settings.model_copy(update={"log_format": "console"})
+    _configure_logging(settings)
     return run_dev(settings, settings.dev_data_dir)
 
 
@@ -41,7 +44,8 @@ def cmd_api(args: argparse.Namespace) -> int:
         host=args.host or settings.api_host,
         port=args.port or settings.api_port,
         log_level=settings.log_level.lower(),
-        access_log=False,
+        log_config=None,  # uvicorn's own lines go through payweave.logs too (format, redaction)
+        access_log=False,  # api/request_context.py logs one line per request, with its request id
     )
     return 0
 

@@ -30,3 +30,8 @@ RECONCILIATION_MISMATCHES = Counter(
     ["kind"],
 )
 RECONCILED_PAYMENTS = Counter("payweave_reconciled_payments_total", "Payments the reconciliation checked")
+RATE_LIMITED = Counter(
+    "payweave_rate_limited_total",
+    "API requests refused with 429 by the rate limits, by scope (user, ip)",
+    ["scope"],
+)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr
+from limits import parse_many
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The dev stack keeps its generated secrets (JWT secret, webhook secrets) here, so `payweave token`,
@@ -81,6 +83,18 @@ class Settings(BaseSettings):
     # The platform's cut of a completed group buy, in basis points (250 = 2.5 %), fixed per session at creation.
     group_buy_fee_bps: int = Field(default=250, ge=0, le=10_000)
     log_level: str = "INFO"
+    # json: one JSON object per line (production); console: coloured, readable lines (`payweave dev`).
+    log_format: Literal["json", "console"] = "json"
+
+    # Public API rate limits (the `limits` library): "<n>/<second|minute|hour|day>", several joined by ";".
+    # An empty value switches that limit off. Webhooks, /healthz, /readyz and /metrics are never limited.
+    rate_limit_enabled: bool = True
+    rate_limit_user: str = "600/minute"  # per JWT `sub`
+    # Per client address (behind a proxy: see FORWARDED_ALLOW_IPS). Higher than per user: a NAT or a
+    # merchant's backend speaks for many users from one address.
+    rate_limit_ip: str = "6000/minute"
+    # memory:// counts per process; redis://… (needs the `redis` package) shares the counts between replicas.
+    rate_limit_storage_url: str = "memory://"
 
     # Temporal Schedules, created or updated at every `payweave worker` start (ARCHITECTURE §5.7).
     schedules_enabled: bool = True
@@ -95,6 +109,13 @@ class Settings(BaseSettings):
     # `payweave worker` serves its Prometheus metrics (sweeper repairs, reconciliation mismatches) here.
     worker_metrics_port: int | None = None
     worker_metrics_host: str = "127.0.0.1"
+
+    @field_validator("rate_limit_user", "rate_limit_ip")
+    @classmethod
+    def _rate_limit_parses(cls, value: str) -> str:
+        if value.strip():
+            parse_many(value)  # ValueError on a malformed limit: refused at start, not on the first request
+        return value.strip()
 
     def stripe_webhook_secrets(self) -> list[str]:
         return [s.strip() for s in self.stripe_webhook_secret.get_secret_value().split(",") if s.strip()]

@@ -99,6 +99,8 @@ def settings(postgres: PostgresServer, localstripe: str, xendit: str, api_port: 
         # Tests run sweeps explicitly (the worker fixture never registers schedules), on payments of any age.
         schedules_enabled=False,
         sweeper_min_payment_age_seconds=0,
+        # Many users from one address, fast: tests/api/test_rate_limits.py builds its own app with tiny limits.
+        rate_limit_enabled=False,
         _env_file=None,  # type: ignore[call-arg]
     )
 
