@@ -106,7 +106,11 @@ class GroupBuyActivities:
         await in_transaction(
             self._payments,
             lambda c: repo.mark_group_buy(
-                c, group_buy_id=inp.group_buy_id, status=inp.status, failure_code=inp.failure_code
+                c,
+                group_buy_id=inp.group_buy_id,
+                status=inp.status,
+                failure_code=inp.failure_code,
+                cancel_reason=inp.cancel_reason,
             ),
         )
 
@@ -534,7 +538,7 @@ class GroupBuyActivities:
         await in_transaction(
             self._payments,
             lambda c: repo.mark_group_buy(
-                c, group_buy_id=terms.group_buy_id, status="completed", fee_amount=fee
+                c, group_buy_id=terms.group_buy_id, status="completed", fee_amount=fee, clear_failure=True
             ),
         )
         return ReleaseEscrowResult(total=total, fee=fee, journal_id=journal_id)

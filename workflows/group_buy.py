@@ -97,6 +97,7 @@ class GroupBuyWorkflow:
         self._joins_this_run = 0
         self._seen: set[str] = set()  # participants counted in this run (a retried join counts once)
         self._poked = False
+        self._retry_release = False
         self._decision: Decision | None = None
         self._fee_amount: int | None = None
         self._failure_code: str | None = None
@@ -206,8 +207,12 @@ class GroupBuyWorkflow:
 
     @workflow.update
     async def production_complete(self) -> GroupBuyView:
+        """Answers once the escrow is released — or once the release is refused (``release_blocked:<code>``,
+        retried hourly and on the ``retry_release`` signal), so the factory is never left hanging."""
         self._counts.production_done = True
-        await workflow.wait_condition(lambda: self._status == "completed")
+        await workflow.wait_condition(
+            lambda: self._status == "completed" or (self._failure_code or "").startswith("release_blocked")
+        )
         return self.status()
 
     @production_complete.validator
@@ -228,6 +233,11 @@ class GroupBuyWorkflow:
         """A gateway participant that never paid: its units are free again."""
         if self._status == "open":
             self._counts.committed_units = max(self._counts.committed_units - event.quantity, 0)
+
+    @workflow.signal
+    def retry_release(self) -> None:
+        """From an operator, after fixing what blocked the escrow release (e.g. unfreezing the factory wallet)."""
+        self._retry_release = True
 
     @workflow.signal
     def deadline_passed(self) -> None:
@@ -299,7 +309,10 @@ class GroupBuyWorkflow:
             await db_step(
                 GroupBuyActivities.mark_group_buy,
                 MarkGroupBuyInput(
-                    group_buy_id=t.group_buy_id, status="canceled", failure_code=self._failure_code
+                    group_buy_id=t.group_buy_id,
+                    status="canceled",
+                    failure_code=self._failure_code,
+                    cancel_reason=self._counts.cancel_reason,
                 ),
             )
             self._set_status("canceled")
@@ -383,8 +396,19 @@ class GroupBuyWorkflow:
                 if code is None:
                     raise
                 workflow.logger.error("escrow release refused (%s): retrying in %s", code, RELEASE_RETRY)
-                self._failure_code = f"release_blocked:{code}"
-                await workflow.sleep(RELEASE_RETRY)
+                blocked = f"release_blocked:{code}"
+                await db_step(
+                    GroupBuyActivities.mark_group_buy,
+                    MarkGroupBuyInput(group_buy_id=t.group_buy_id, status="succeeded", failure_code=blocked),
+                )
+                self._failure_code = (
+                    blocked  # recorded first: whoever reads it can read it in the database too
+                )
+                self._retry_release = False
+                try:
+                    await workflow.wait_condition(lambda: self._retry_release, timeout=RELEASE_RETRY)
+                except TimeoutError:
+                    pass
         self._fee_amount, self._failure_code = released.fee, None
         self._set_status("completed")
         await notify(
@@ -423,7 +447,8 @@ class GroupBuyPaymentWorkflow:
     expired (the gateway object canceled) at the deadline; refunded automatically when it lands late."""
 
     def __init__(self) -> None:
-        self._outcome: str | None = None
+        self._claims = 0  # success signals received: each is a claim the gateway's record must confirm
+        self._failed = False
         self._failure_code: str | None = None
         self._session_closed = False
         self._gateway_payment_id: str | None = None
@@ -435,13 +460,13 @@ class GroupBuyPaymentWorkflow:
 
     @workflow.signal
     def payment_succeeded(self, event: PaymentEvent) -> None:
-        if self._outcome is None and concerns(self._gateway_payment_id, event):
-            self._outcome = "succeeded"
+        if concerns(self._gateway_payment_id, event):
+            self._claims += 1
 
     @workflow.signal
     def payment_failed(self, event: PaymentEvent) -> None:
-        if self._outcome is None and concerns(self._gateway_payment_id, event):
-            self._outcome = "failed"
+        if not self._failed and concerns(self._gateway_payment_id, event):
+            self._failed = True
             self._failure_code = event.failure_code or "payment_failed"
 
     @workflow.signal
@@ -463,7 +488,8 @@ class GroupBuyPaymentWorkflow:
         )
         outcome = await self._wait_for_payment(ref, inp)
         if outcome == "unpaid":
-            final = await cancel_until_final(ref, lambda: self._outcome == "succeeded")
+            claims = self._claims
+            final = await cancel_until_final(ref, lambda: self._claims > claims)
             outcome = "succeeded" if final.status == "succeeded" else "expired"
             self._failure_code = self._failure_code or "expired"
         if outcome != "succeeded":
@@ -476,31 +502,33 @@ class GroupBuyPaymentWorkflow:
         return await finish_forward(self._paid(inp))
 
     async def _wait_for_payment(self, ref: GatewayPaymentRef, inp: ParticipantPaymentInput) -> str:
-        """succeeded | failed | unpaid (deadline passed or session decided without this payment)."""
-        look = True  # at start: a payment confirmed server-side is already paid
+        """succeeded | failed | unpaid (deadline passed or session decided without this payment).
+
+        Every success claim (signal) is checked against the gateway's record; a claim arriving while a look-up
+        is in flight is looked at again afterwards, never lost."""
+        checked = -1  # claims already looked at; -1: look at start (a payment confirmed server-side is paid)
         while True:
-            if look or self._outcome == "succeeded":
+            if checked < self._claims:
+                seen = self._claims
                 actual = await gateway_step(PaymentActivities.get_gateway_payment, ref)
                 if actual.status == "succeeded":
                     return "succeeded"
                 if actual.status in ("failed", "canceled", "expired"):
                     self._failure_code = actual.failure_code or actual.status
                     return "failed" if actual.status == "failed" else "unpaid"
-                if self._outcome == "succeeded":
-                    self._outcome = None  # a claim the gateway does not confirm (yet)
-            if self._outcome == "failed":
+                checked = seen
+            if self._failed:
                 return "failed"
             remaining = (inp.deadline - workflow.now()).total_seconds()
             if remaining <= 0 or self._session_closed:
                 return "unpaid"
             try:
                 await workflow.wait_condition(
-                    lambda: self._outcome is not None or self._session_closed,
+                    lambda seen=checked: self._claims > seen or self._failed or self._session_closed,  # type: ignore[misc]
                     timeout=min(remaining, PAYMENT_POLL.total_seconds()),
                 )
-                look = False
             except TimeoutError:
-                look = True
+                checked = -1  # time to look again (a lost webhook)
 
     async def _paid(self, inp: ParticipantPaymentInput) -> str:
         wf_id = workflow.info().workflow_id

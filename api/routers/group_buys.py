@@ -81,7 +81,7 @@ async def _session(payments: PaymentsDB, group_buy_id: str) -> tuple[str, str]:
     return found
 
 
-def _update_failure(exc: BaseException) -> PayweaveError:
+def _update_failure(exc: BaseException, gone: PayweaveError) -> PayweaveError:
     """What a refused Update means for the caller, as a domain error with its stable code."""
     cause: BaseException | None = exc.cause if isinstance(exc, WorkflowUpdateFailedError) else None
     while cause is not None and not isinstance(cause, ApplicationError):
@@ -92,14 +92,20 @@ def _update_failure(exc: BaseException) -> PayweaveError:
             error_type = GatewayDeclined
         return (error_type or Conflict)(cause.message)
     if isinstance(exc, RPCError) and exc.status == RPCStatusCode.NOT_FOUND:
-        return SessionClosed("the group buy no longer takes participants")
+        return gone  # the session's workflow has finished
     if isinstance(exc, WorkflowUpdateRPCTimeoutOrCancelledError | RPCError):
         return ServiceUnavailable()
     return Conflict("the group buy refused the request")
 
 
 async def _update(
-    temporal: TemporalDep, wf_id: str, update: Any, arg: Any = None, *, update_id: str | None = None
+    temporal: TemporalDep,
+    wf_id: str,
+    update: Any,
+    arg: Any = None,
+    *,
+    gone: PayweaveError,
+    update_id: str | None = None,
 ) -> Any:
     handle = temporal.get_workflow_handle(wf_id)
     args = () if arg is None else (arg,)
@@ -108,7 +114,7 @@ async def _update(
             handle, update, *args, update_id=update_id or str(uuid.uuid4())
         )
     except (WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError, RPCError) as exc:
-        raise _update_failure(exc) from None
+        raise _update_failure(exc, gone) from None
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=GroupBuyView)
@@ -238,7 +244,12 @@ async def join_group_buy(
         wallet_id=wallet.id if wallet is not None and wallet.kind == "customer" else None,
     )
     joined: Participation = await _update(
-        temporal, wf_id, GroupBuyWorkflow.join, request, update_id=f"join:{participant_id}"
+        temporal,
+        wf_id,
+        GroupBuyWorkflow.join,
+        request,
+        gone=SessionClosed("the group buy no longer takes participants"),
+        update_id=f"join:{participant_id}",
     )
     return Participation.model_validate(joined.model_dump())
 
@@ -288,7 +299,9 @@ async def production_complete(
     """The factory made the goods: escrow is released to its wallet, minus the platform fee."""
     user.require("group_buys:manage")
     wf_id = await _owned(payments, user, group_buy_id, "group_buys:manage_any")
-    await _update(temporal, wf_id, GroupBuyWorkflow.production_complete)
+    await _update(
+        temporal, wf_id, GroupBuyWorkflow.production_complete, gone=Conflict("the group buy has finished")
+    )
     return await _view(payments, group_buy_id)
 
 
@@ -305,5 +318,11 @@ async def cancel_group_buy(
     if not (user.can("group_buys:manage") or user.can("group_buys:cancel_any")):
         raise NotFound(f"group buy {group_buy_id} not found")
     reason = body.reason if body else "canceled"
-    await _update(temporal, wf_id, GroupBuyWorkflow.cancel, CancelGroupBuy(reason=reason, by=user.sub))
+    await _update(
+        temporal,
+        wf_id,
+        GroupBuyWorkflow.cancel,
+        CancelGroupBuy(reason=reason, by=user.sub),
+        gone=Conflict("the group buy has finished"),
+    )
     return await _view(payments, group_buy_id)

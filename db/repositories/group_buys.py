@@ -40,7 +40,7 @@ _P_FROM = (
 
 
 class ParticipantRow(Participation):
-    seq: int
+    seq: int  # always set on a stored participant
     wallet_id: str | None = None
     hold_id: str | None = None
 
@@ -135,6 +135,7 @@ async def get_view(conn: AsyncConnection, group_buy_id: str) -> GroupBuyView | N
         paid_amount=m["paid_amount"] if decided else None,
         fee_amount=m["fee_amount"],
         failure_code=m["failure_code"],
+        cancel_reason=m["cancel_reason"],
         refund=progress,
     )
 
@@ -173,7 +174,8 @@ async def decide(conn: AsyncConnection, *, group_buy_id: str, cancel_reason: str
             outcome, code = "failed", "moq_not_reached"
         await conn.execute(
             text(
-                "UPDATE group_buys SET status = :status, failure_code = :code, paid_units = :units, "
+                "UPDATE group_buys SET status = :status, failure_code = :code, cancel_reason = :reason, "
+                "  paid_units = :units, "
                 "  paid_amount = :amount, paid_participants = :people, decided_at = now(), updated_at = now() "
                 "WHERE id = :id"
             ),
@@ -181,6 +183,7 @@ async def decide(conn: AsyncConnection, *, group_buy_id: str, cancel_reason: str
                 "id": group_buy_id,
                 "status": outcome,
                 "code": code,
+                "reason": cancel_reason,
                 "units": totals.units,
                 "amount": totals.amount,
                 "people": totals.people,
@@ -202,13 +205,24 @@ async def mark_group_buy(
     status: str,
     failure_code: str | None = None,
     fee_amount: int | None = None,
+    cancel_reason: str | None = None,
+    clear_failure: bool = False,
 ) -> None:
     await conn.execute(
         text(
-            "UPDATE group_buys SET status = :status, failure_code = coalesce(:code, failure_code), "
+            "UPDATE group_buys SET status = :status, "
+            "  failure_code = CASE WHEN :clear THEN NULL ELSE coalesce(:code, failure_code) END, "
+            "  cancel_reason = coalesce(:reason, cancel_reason), "
             "  fee_amount = coalesce(:fee, fee_amount), updated_at = now() WHERE id = :id"
         ),
-        {"id": group_buy_id, "status": status, "code": failure_code, "fee": fee_amount},
+        {
+            "id": group_buy_id,
+            "status": status,
+            "code": failure_code,
+            "fee": fee_amount,
+            "reason": cancel_reason,
+            "clear": clear_failure,
+        },
     )
 
 

@@ -72,6 +72,7 @@ class JoinRequest(BaseModel):
 
 class Participation(BaseModel):
     id: str
+    seq: int | None = None  # the participant's place in the session (cursor for listing pages)
     group_buy_id: str
     buyer: str
     quantity: int
@@ -159,6 +160,7 @@ class MarkGroupBuyInput(BaseModel):
     group_buy_id: str
     status: GroupBuyStatusName
     failure_code: str | None = None
+    cancel_reason: str | None = None
 
 
 class ReleaseEscrowResult(BaseModel):

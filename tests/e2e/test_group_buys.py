@@ -10,9 +10,11 @@ import httpx
 import pytest_asyncio
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client
 
 from tests.conftest import XENDIT_SECRET_KEY, Users, eventually
 from tests.helpers import create_wallet, deposit, idem, wallet
+from workflows.group_buy import GroupBuyWorkflow
 
 PRICE = 1_000
 
@@ -281,7 +283,7 @@ async def test_cancel_after_success_refunds_captured_wallets(
     r = await http.post(f"/v1/group-buys/{gb['id']}/cancel", json={"reason": "kiln broke"}, headers=f_auth)
     assert r.status_code == 200, r.text
     done = await until_status(http, f_auth, gb["id"], "refunded")
-    assert done["failure_code"] == "canceled"
+    assert (done["failure_code"], done["cancel_reason"]) == ("canceled", "kiln broke")
     assert (await wallet(http, a, a_wallet))["balance"] == 5_000
     assert (await until_participant(http, b, gb["id"], "refunded"))["status"] == "refunded"
     assert (await wallet(http, f_auth, f_wallet["id"]))["balance"] == 0
@@ -316,3 +318,31 @@ async def test_create_validation(http: httpx.AsyncClient, users: Users) -> None:
     _, customer = users.new()
     r = await http.post("/v1/group-buys", json=base, headers={**customer, **idem()})
     assert (r.status_code, r.json()["code"]) == (403, "forbidden")
+
+
+async def test_escrow_release_blocked_by_a_frozen_factory_wallet_answers_and_retries(
+    http: httpx.AsyncClient, users: Users, temporal: Client, payments_engine: AsyncEngine
+) -> None:
+    """production-complete never hangs: a refused release is reported (release_blocked:wallet_frozen) and
+    finishes once an operator unfroze the wallet and asked for a retry."""
+    _, f_auth, f_wallet, gb = await open_group_buy(
+        http, users, moq=1, deadline_in=3600, close_when_moq_reached=True
+    )
+    a, _ = await funded_buyer(http, users, 5_000)
+    assert (await join(http, a, gb, 2)).status_code == 202
+    await until_status(http, f_auth, gb["id"], "succeeded")
+    await until_participant(http, a, gb["id"], "captured", ordered=True)
+    _, operator = users.new("operator")
+    assert (await http.post(f"/v1/wallets/{f_wallet['id']}/freeze", headers=operator)).status_code == 200
+
+    r = await http.post(f"/v1/group-buys/{gb['id']}/production-complete", headers=f_auth)
+    assert r.status_code == 200, r.text
+    assert (r.json()["status"], r.json()["failure_code"]) == ("succeeded", "release_blocked:wallet_frozen")
+
+    assert (await http.post(f"/v1/wallets/{f_wallet['id']}/unfreeze", headers=operator)).status_code == 200
+    await temporal.get_workflow_handle(await session_workflow(payments_engine, gb["id"])).signal(
+        GroupBuyWorkflow.retry_release
+    )
+    done = await until_status(http, f_auth, gb["id"], "completed")
+    assert (done["failure_code"], done["fee_amount"]) == (None, 2 * PRICE * 250 // 10_000)
+    assert (await wallet(http, f_auth, f_wallet["id"]))["balance"] == 2 * PRICE - done["fee_amount"]

@@ -113,3 +113,46 @@ async def test_record_checkout_and_refund(
     await _save(temporal, payments_engine, "orders", paid["id"], "checkout_split_paid")
     await _save(temporal, payments_engine, "orders", expired["id"], "checkout_expired")
     await _save(temporal, payments_engine, "refunds", r.json()["id"], "refund_partial")
+
+
+async def _save_workflow(temporal: Client, wf_id: str, name: str) -> None:
+    async def closed() -> bool:
+        return (await temporal.get_workflow_handle(wf_id).describe()).close_time is not None
+
+    await eventually(closed)
+    history = await temporal.get_workflow_handle(wf_id).fetch_history()
+    (HISTORIES / f"{name}.json").write_text(history.to_json())
+    (HISTORIES / f"{name}.workflow_id").write_text(wf_id + "\n")
+
+
+async def test_record_group_buys(
+    http: httpx.AsyncClient, users: Users, temporal: Client, payments_engine: AsyncEngine
+) -> None:
+    from tests.e2e.test_group_buys import funded_buyer, join, open_group_buy, until_status
+
+    _, f_auth, _, ok = await open_group_buy(http, users, moq=2, deadline_in=3600, close_when_moq_reached=True)
+    a, _ = await funded_buyer(http, users, 5_000)
+    b, _ = await funded_buyer(http, users, 0)
+    assert (await join(http, a, ok, 1)).status_code == 202
+    paying = await join(http, b, ok, 1, method="gateway", gateway="stripe", payment_method="pm_card_visa")
+    await until_status(http, f_auth, ok["id"], "succeeded")
+    assert (
+        await http.post(f"/v1/group-buys/{ok['id']}/production-complete", headers=f_auth)
+    ).status_code == 200
+
+    _, g_auth, _, failed = await open_group_buy(http, users, moq=5, deadline_in=4)
+    c, _ = await funded_buyer(http, users, 5_000)
+    assert (await join(http, c, failed, 2)).status_code == 202
+    await until_status(http, g_auth, failed["id"], "refunded")
+
+    async def workflow_of(table: str, resource_id: str) -> str:
+        async with payments_engine.connect() as conn:
+            query = text(f"SELECT workflow_id FROM {table} WHERE id = :id")
+            return str((await conn.execute(query, {"id": resource_id})).scalar_one())
+
+    await _save_workflow(temporal, await workflow_of("group_buys", ok["id"]), "groupbuy_completed")
+    failed_wf = await workflow_of("group_buys", failed["id"])
+    await _save_workflow(temporal, failed_wf, "groupbuy_refunded")
+    paid_wf = await workflow_of("payments", paying.json()["payment_id"])
+    await _save_workflow(temporal, paid_wf, "groupbuypayment_paid")
+    await _save_workflow(temporal, f"{failed_wf}:bulk-refund", "bulkrefund_released")

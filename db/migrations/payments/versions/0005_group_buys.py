@@ -33,6 +33,7 @@ def upgrade() -> None:
             status                  text NOT NULL DEFAULT 'open' CHECK (status IN
                                     ('open', 'succeeded', 'completed', 'failed', 'canceled', 'refunded')),
             failure_code            text,
+            cancel_reason           text,
             -- Units of participants not declined/expired: kept here so max_units holds under concurrent joins.
             committed_units         integer NOT NULL DEFAULT 0 CHECK (committed_units >= 0),
             paid_units              integer NOT NULL DEFAULT 0,
