@@ -3,8 +3,8 @@
 I1 every journal's entries sum to zero (and it has two or more); I2 every wallet's balance equals the sum
 of its entries (and its newest entry's balance_after), held equals its open holds; I3 no customer wallet
 below zero, 0 ≤ held ≤ balance; I4 journal and hold keys unique, one payment row per gateway object;
-I5 every gateway payment we kept (a credited deposit, a paid checkout) is matched by exactly one clearing
-capture journal (``external_ref`` = the payment id). The gateway side of I5 is the reconciliation's
+I5 every gateway payment we kept (a credited deposit, a paid checkout, an accepted group-buy payment) is
+matched by exactly one clearing capture journal (``external_ref`` = the payment id). The gateway side of I5 is the reconciliation's
 (``payweave reconcile``): it needs the gateways, this needs only the databases.
 """
 
@@ -132,7 +132,7 @@ async def _check_clearing(
             for row in await conn.execute(
                 text(
                     "SELECT id, workflow_id FROM payments WHERE status = 'succeeded' "
-                    "AND (purpose = 'checkout' OR (purpose = 'deposit' AND credited))"
+                    "AND (purpose IN ('checkout', 'group_buy') OR (purpose = 'deposit' AND credited))"
                 )
             )
         ]
