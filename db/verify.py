@@ -4,8 +4,8 @@ I1 every journal's entries sum to zero (and it has two or more); I2 every wallet
 of its entries (and its newest entry's balance_after), held equals its open holds; I3 no customer wallet
 below zero, 0 ≤ held ≤ balance; I4 journal and hold keys unique, one payment row per gateway object;
 I5 every gateway payment we kept (a credited deposit, a paid checkout, an accepted group-buy payment) is
-matched by exactly one clearing capture journal (``external_ref`` = the payment id). The gateway side of I5 is the reconciliation's
-(``payweave reconcile``): it needs the gateways, this needs only the databases.
+matched by exactly one clearing capture journal (``external_ref`` = the payment id). The gateway side of I5 is
+the reconciliation's (``payweave reconcile``): it needs the gateways, this needs only the databases.
 """
 
 from __future__ import annotations
