@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 
@@ -26,8 +27,11 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     if "log_format" not in settings.model_fields_set:
-        # Readable lines in development; the api and worker children inherit it (child_env spells it out).
-        settings = settings.model_copy(update={"log_format": "console"})
+        # Readable lines in development, unless configured. Through the environment: run_dev reloads the
+        # settings, and the api and worker children inherit them.
+        os.environ["PAYWEAVE_LOG_FORMAT"] = "console"
+        get_settings.cache_clear()
+        settings = get_settings()
     _configure_logging(settings)
     return run_dev(settings, settings.dev_data_dir)
 
