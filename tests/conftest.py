@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import hypothesis
 import pytest
 import pytest_asyncio
 import uvicorn
@@ -34,6 +35,11 @@ from payweave.devstack.xendit_emulator import start_xendit_emulator_process
 from payweave.settings import Settings
 from payweave.tokens import issue_token
 from workers.main import build_worker
+
+# Property tests check behaviour, not speed: on 2 shared cores a single example can take longer than
+# hypothesis's 200 ms default deadline, which would fail a correct test.
+hypothesis.settings.register_profile("payweave", deadline=None)
+hypothesis.settings.load_profile("payweave")
 
 WEBHOOK_SECRET = "whsec_test_" + uuid.uuid4().hex
 XENDIT_CALLBACK_TOKEN = "xendit_test_" + uuid.uuid4().hex
