@@ -30,7 +30,9 @@ with workflow.unsafe.imports_passed_through():
 
 from workflows.saga import MONEY_RETRY, WAIT_FOR_OUTCOME, db_step, set_search_attributes
 
-PENDING_POLL = timedelta(seconds=30)
+# Refunds the gateway is still processing are looked at again after 2 s, then less and less often (≤ 30 s).
+PENDING_POLL_FIRST = timedelta(seconds=2)
+PENDING_POLL_MAX = timedelta(seconds=30)
 GATEWAY_BATCH = 100
 GATEWAY_CONCURRENCY = 16
 
@@ -101,11 +103,13 @@ class BulkRefundWorkflow:
                     )
             cursor = 0
         self._phase = "await_pending"
+        poll = PENDING_POLL_FIRST
         while True:
             self._progress = await db_step(GroupBuyActivities.group_refund_progress, gb)
             if self._progress.pending == 0:
                 break
-            await workflow.sleep(PENDING_POLL)
+            await workflow.sleep(poll)
+            poll = min(poll * 2, PENDING_POLL_MAX)
             cursor_pending: int | None = 0
             while cursor_pending is not None:
                 result = await _gateway_batch(
