@@ -31,6 +31,7 @@ from payweave.schedules import RECONCILIATION_SCHEDULE_ID, SWEEPER_SCHEDULE_ID, 
 from payweave.settings import Settings
 from tests.conftest import WEBHOOK_SECRET, XENDIT_CALLBACK_TOKEN, Users, eventually
 from tests.e2e.test_checkouts import checkout, until_done
+from tests.e2e.test_group_buys import join, open_group_buy, until_participant
 from tests.helpers import create_wallet, deposit, idem, until_terminal, wallet
 from workflows.sweeper import SweeperWorkflow
 
@@ -157,7 +158,10 @@ async def test_r14_one_sweep_resolves_every_pending_payment_when_webhooks_are_lo
             ),
         ]
         unpaid = await start_deposit(http, buyer, b_wallet["id"], 700, "stripe")
-        for saga in (*deposits, *checkouts):
+        _, f_auth, _, gb = await open_group_buy(http, users, moq=5, deadline_in=3600)
+        joined = await join(http, buyer, gb, 1, method="gateway", gateway="xendit")
+        assert joined.status_code == 202 and joined.json()["status"] == "awaiting_payment", joined.text
+        for saga in (*deposits, *checkouts, joined.json()):
             await pay_at_gateway(settings, xendit, saga["next_action"])
 
         # Paid at the gateways, and nobody told us: every saga still waits.
@@ -170,8 +174,11 @@ async def test_r14_one_sweep_resolves_every_pending_payment_when_webhooks_are_lo
                 "status"
             ] == "awaiting_payment"
 
+        participant = (await http.get(f"/v1/group-buys/{gb['id']}/participants/me", headers=buyer)).json()
+        assert participant["status"] == "awaiting_payment"
+
         summary = await sweep(temporal, settings)
-        assert summary.outcomes.get("payment_signaled_succeeded", 0) >= 4, summary
+        assert summary.outcomes.get("payment_signaled_succeeded", 0) >= 5, summary
         assert summary.errors == 0, summary
 
         for d in deposits:
@@ -179,20 +186,22 @@ async def test_r14_one_sweep_resolves_every_pending_payment_when_webhooks_are_lo
             assert (done["status"], done["credited"]) == ("succeeded", True), done
         for c in checkouts:
             assert (await until_done(http, buyer, c["id"]))["status"] == "paid"
+        assert (await until_participant(http, buyer, gb["id"], "paid"))["status"] == "paid"
+        # The webhooks really were lost (checked before they are delivered again: Xendit retries a callback).
+        async with payments_engine.connect() as conn:
+            stored = (
+                await conn.execute(
+                    text("SELECT count(*) FROM webhook_events WHERE object_id = ANY(:ids)"),
+                    {"ids": [saga["gateway_payment_id"] for saga in (*deposits, *checkouts, joined.json())]},
+                )
+            ).scalar_one()
+        assert stored == 0
     assert (await wallet(http, buyer, b_wallet["id"]))["balance"] == 5_000 + 2_000 + 3_000 - 1_000
     assert (await wallet(http, m_auth, m_wallet["id"]))["balance"] == 5_000 + 4_000
     # The sweep signalled only what the gateway decided: the unpaid deposit still waits for its payer.
     assert (await http.get(f"/v1/deposits/{unpaid['id']}", headers=buyer)).json()[
         "status"
     ] == "awaiting_payment"
-    async with payments_engine.connect() as conn:
-        stored = (
-            await conn.execute(
-                text("SELECT count(*) FROM webhook_events WHERE object_id = ANY(:ids)"),
-                {"ids": [d["gateway_payment_id"] for d in deposits]},
-            )
-        ).scalar_one()
-    assert stored == 0  # the webhooks really were lost
     report = await verify_ledger(wallet_engine, payments_engine)
     assert report.ok, report.violations
 
@@ -300,40 +309,41 @@ async def test_a_stored_webhook_event_never_delivered_is_routed_again(
     """The API stored the event and crashed before signalling (routed_at NULL, owner unknown then)."""
     _, auth = users.new()
     w = await create_wallet(http, auth)
+    # Until the end: the real webhook must not beat the re-routed event.
     async with webhooks_lost(localstripe, xendit, api_port):
         d = await start_deposit(http, auth, w["id"], 900, "stripe")
         await pay_at_gateway(settings, xendit, d["next_action"])
-    intent, suffix = d["gateway_payment_id"], uuid.uuid4().hex[:12]
+        intent, suffix = d["gateway_payment_id"], uuid.uuid4().hex[:12]
 
-    async def store(conn: AsyncConnection) -> list[int]:
-        rows = []
-        for event_id, object_id in (
-            (f"evt_ours_{suffix}", intent),
-            (f"evt_stranger_{suffix}", f"pi_x{suffix}"),
-        ):
-            stored = await payments_repo.store_webhook_event(
-                conn,
-                provider="stripe",
-                event_id=event_id,
-                event_type="payment_intent.succeeded",
-                object_id=object_id,
-                workflow_id=None,
-                payload={
-                    "id": event_id,
-                    "type": "payment_intent.succeeded",
-                    "data": {"object": {"id": object_id, "object": "payment_intent", "metadata": {}}},
-                },
-            )
-            assert stored is not None
-            rows.append(stored.id)
-        return rows
+        async def store(conn: AsyncConnection) -> list[int]:
+            rows = []
+            for event_id, object_id in (
+                (f"evt_ours_{suffix}", intent),
+                (f"evt_stranger_{suffix}", f"pi_x{suffix}"),
+            ):
+                stored = await payments_repo.store_webhook_event(
+                    conn,
+                    provider="stripe",
+                    event_id=event_id,
+                    event_type="payment_intent.succeeded",
+                    object_id=object_id,
+                    workflow_id=None,
+                    payload={
+                        "id": event_id,
+                        "type": "payment_intent.succeeded",
+                        "data": {"object": {"id": object_id, "object": "payment_intent", "metadata": {}}},
+                    },
+                )
+                assert stored is not None
+                rows.append(stored.id)
+            return rows
 
-    ours, stranger = await in_transaction(payments_engine, store)
-    # Payments are left alone in this sweep (too young): only the re-routed event can tell the saga.
-    summary = await sweep(temporal, settings, min_payment_age_seconds=3_600, webhook_min_age_seconds=0)
-    assert summary.outcomes.get("webhook_rerouted", 0) >= 1, summary
-    assert summary.outcomes.get("webhook_unknown_object", 0) >= 1, summary
-    done = await until_terminal(http, auth, f"/v1/deposits/{d['id']}")
+        ours, stranger = await in_transaction(payments_engine, store)
+        # Payments are left alone in this sweep (too young): only the re-routed event can tell the saga.
+        summary = await sweep(temporal, settings, min_payment_age_seconds=3_600, webhook_min_age_seconds=0)
+        assert summary.outcomes.get("webhook_rerouted", 0) >= 1, summary
+        assert summary.outcomes.get("webhook_unknown_object", 0) >= 1, summary
+        done = await until_terminal(http, auth, f"/v1/deposits/{d['id']}")
     assert (done["status"], done["credited"]) == ("succeeded", True)
     async with payments_engine.connect() as conn:
         rows = {
