@@ -122,6 +122,7 @@ async def api_server(stack: Stack) -> AsyncIterator[Api]:
             lifespan="on",
             access_log=False,
             timeout_keep_alive=60,
+            timeout_graceful_shutdown=5,
         )
     )
     task = asyncio.create_task(server.serve())
