@@ -92,7 +92,10 @@ async def test_secrets_never_logged_nor_answered(
     r = await http.post(f"/v1/wallets/{w['id']}/deposits", json={"amount": 500}, headers={**auth, **idem()})
     responses.append(r)
     assert r.status_code == 202, r.text
-    forged = jwt.encode({"sub": "mallory", "aud": "payweave", "exp": 4_102_444_800}, "not-the-secret")
+    forged = jwt.encode(
+        {"sub": "mallory", "aud": "payweave", "exp": 4_102_444_800},
+        "not-the-secret-but-long-enough-for-hs256",
+    )
     responses += [
         await http.get("/v1/wallets", headers={"Authorization": f"Bearer {forged}"}),
         await http.get("/v1/wallets", headers={"Authorization": f"Bearer {secrets['jwt_secret']}"}),
