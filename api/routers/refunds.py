@@ -39,6 +39,8 @@ async def create_refund(
     order = await visible_order(payments, user, order_id)
     if user.sub != order.merchant and not user.can("refunds:create_any"):
         raise errors.Forbidden("only the merchant or an operator can refund an order")
+    if order.group_buy_id is not None:
+        raise errors.Conflict("a group-buy order is refunded by its group buy (cancel the session)")
     if order.status not in commerce.REFUNDABLE:
         raise errors.Conflict(f"checkout is {order.status}, not refundable")
 

@@ -19,7 +19,7 @@ _RESERVATION_COLUMNS = "id, product_id, order_id, quantity, status"
 _ORDER_COLUMNS = (
     "id, workflow_id, buyer, merchant, currency, total, wallet_amount, gateway_amount, method, gateway, "
     "buyer_wallet_id, merchant_wallet_id, items, status, failure_code, refunded_amount, refunded_wallet, "
-    "refunded_gateway, expires_at, created_at, updated_at"
+    "refunded_gateway, expires_at, created_at, updated_at, group_buy_id"
 )
 # An order never moves backwards: a late "failed" cannot un-pay it, a late "paid" cannot revive a cancel.
 ORDER_RANK = {

@@ -80,3 +80,4 @@ class Order(BaseModel):
     expires_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    group_buy_id: str | None = None  # an order made by a group buy (its money moves with the session)

@@ -169,6 +169,14 @@ async def test_moq_reached_with_wallet_stripe_and_xendit_participants_pays_the_f
     assert await escrow_net(wallet_engine, wf_id, gb["id"]) == 0
     again = await http.post(f"/v1/group-buys/{gb['id']}/production-complete", headers=f_auth)
     assert (again.status_code, again.json()["code"]) == (409, "conflict")
+    # Its orders are the session's: refunded with the session, never one by one through the checkout route.
+    mine = (await http.get(f"/v1/group-buys/{gb['id']}/participants/me", headers=a)).json()
+    r = await http.post(
+        f"/v1/checkouts/{mine['order_id']}/refunds",
+        json={"reason": "changed mind"},
+        headers={**f_auth, **idem()},
+    )
+    assert (r.status_code, r.json()["code"]) == (409, "conflict")
 
 
 async def test_moq_missed_at_the_deadline_makes_every_participant_whole(
