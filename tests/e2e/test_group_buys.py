@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,10 +12,17 @@ import pytest_asyncio
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
+from temporalio.worker import Worker
 
+from db.repositories import group_buys as group_buys_repo
+from payweave.contracts.group_buy import GroupBuyInput, GroupBuyTerms
+from payweave.contracts.operations import SweepInput
+from payweave.settings import Settings
 from tests.conftest import XENDIT_SECRET_KEY, Users, eventually
 from tests.helpers import create_wallet, deposit, idem, wallet
+from workers.registry import WORKFLOWS, build_activities, gateways_from_settings
 from workflows.group_buy import GroupBuyWorkflow
+from workflows.sweeper import SweeperWorkflow
 
 PRICE = 1_000
 
@@ -354,3 +362,58 @@ async def test_escrow_release_blocked_by_a_frozen_factory_wallet_answers_and_ret
     done = await until_status(http, f_auth, gb["id"], "completed")
     assert (done["failure_code"], done["fee_amount"]) == (None, 2 * PRICE * 250 // 10_000)
     assert (await wallet(http, f_auth, f_wallet["id"]))["balance"] == 2 * PRICE - done["fee_amount"]
+
+
+async def test_the_sweeper_drives_a_session_whose_deadline_passed_without_a_decision(
+    temporal: Client,
+    settings: Settings,
+    users: Users,
+    http: httpx.AsyncClient,
+    payments_engine: AsyncEngine,
+    wallet_engine: AsyncEngine,
+) -> None:
+    """A session past its deadline still `open` (its worker was away): one sweep signals `deadline_passed`;
+    once a worker serves it, it decides at once."""
+    factory, f_auth = users.new("factory")
+    f_wallet = await create_wallet(http, f_auth)
+    gb_id = f"gb_swept_{uuid.uuid4().hex[:10]}"
+    wf_id = f"groupbuy:{factory}:{gb_id}"
+    queue = f"nobody-{uuid.uuid4().hex[:8]}"  # no worker polls it yet: the session cannot decide by itself
+    terms = GroupBuyTerms(
+        group_buy_id=gb_id,
+        factory=factory,
+        factory_wallet_id=f_wallet["id"],
+        product="tiles",
+        unit_price=PRICE,
+        currency="USD",
+        moq=3,
+        deadline=datetime.now(UTC) - timedelta(minutes=5),
+    )
+    async with payments_engine.begin() as conn:
+        await group_buys_repo.create_group_buy(conn, terms=terms, workflow_id=wf_id)
+    await temporal.start_workflow(
+        GroupBuyWorkflow.run, GroupBuyInput(terms=terms), id=wf_id, task_queue=queue
+    )
+
+    summary = await temporal.execute_workflow(
+        SweeperWorkflow.run,
+        SweepInput(limit=1000, min_payment_age_seconds=3_600),
+        id=f"sweeper-test-{uuid.uuid4().hex[:12]}",
+        task_queue=settings.temporal_task_queue,
+    )
+    assert summary.outcomes.get("group_buy_deadline_signaled", 0) >= 1, summary
+
+    async with Worker(
+        temporal,
+        task_queue=queue,
+        workflows=list(WORKFLOWS),
+        activities=build_activities(
+            wallet_engine=wallet_engine,
+            payments_engine=payments_engine,
+            gateways=gateways_from_settings(settings),
+            settings=settings,
+        ),
+    ):
+        done = await temporal.get_workflow_handle_for(GroupBuyWorkflow.run, wf_id).result()
+    assert (done.status, done.failure_code) == ("refunded", "moq_not_reached")
+    assert (await http.get(f"/v1/group-buys/{gb_id}", headers=f_auth)).json()["status"] == "refunded"
