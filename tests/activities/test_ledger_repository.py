@@ -97,6 +97,7 @@ async def test_concurrent_duplicate_holds_have_one_effect(wallet_engine: AsyncEn
     assert (w.balance, w.held, w.available) == (500, 200, 300)
 
 
+@pytest.mark.reliability
 async def test_200_concurrent_debits_on_a_wallet_funded_for_100_exactly_100_succeed(
     wallet_engine: AsyncEngine,
 ) -> None:
@@ -127,6 +128,7 @@ async def test_200_concurrent_debits_on_a_wallet_funded_for_100_exactly_100_succ
     assert (await read(wallet_engine, sink.id)).balance == 100
 
 
+@pytest.mark.reliability
 async def test_raw_sql_overdraft_is_rejected_by_the_check_constraint(wallet_engine: AsyncEngine) -> None:
     """QUALITY R20: the database itself refuses a negative customer balance or held > balance."""
     w = await new_wallet(wallet_engine)

@@ -17,6 +17,8 @@ from activities.gateways.stripe import StripeGateway
 from payweave.devstack.supervisor import free_port
 from payweave.settings import Settings
 
+pytestmark = pytest.mark.reliability  # QUALITY.md case, see docs/reliability.md
+
 
 @pytest_asyncio.fixture
 async def lossy_stripe(settings: Settings) -> AsyncIterator[tuple[str, list[str]]]:

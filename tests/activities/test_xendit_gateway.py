@@ -97,6 +97,7 @@ async def test_create_returns_a_payable_invoice_found_by_its_external_id(
     assert await gateway.get_payment(payment.id) == payment
 
 
+@pytest.mark.reliability
 async def test_the_same_key_twice_or_concurrently_makes_one_invoice(
     gateway: XenditGateway, control: httpx.AsyncClient
 ) -> None:
@@ -114,6 +115,7 @@ async def test_the_same_key_twice_or_concurrently_makes_one_invoice(
     assert [i["id"] for i in pending] == [results[0].id]  # any extra one made in the race was expired
 
 
+@pytest.mark.reliability
 async def test_an_invoice_created_before_a_crash_is_found_not_duplicated(
     gateway: XenditGateway, control: httpx.AsyncClient, xendit: str
 ) -> None:
@@ -225,6 +227,7 @@ async def test_a_refund_can_fail_and_refunds_never_exceed_what_was_paid(
 
 
 @pytest.mark.parametrize("mode", ["error", "timeout", "reset"])
+@pytest.mark.reliability
 async def test_create_whose_answer_is_lost_is_resolved_by_look_up(
     xendit: str, control: httpx.AsyncClient, mode: str
 ) -> None:
@@ -242,6 +245,7 @@ async def test_create_whose_answer_is_lost_is_resolved_by_look_up(
 
 
 @pytest.mark.parametrize("mode", ["error", "timeout"])
+@pytest.mark.reliability
 async def test_refund_and_expire_whose_answer_is_lost_are_resolved_on_retry(
     xendit: str, control: httpx.AsyncClient, mode: str
 ) -> None:

@@ -36,6 +36,9 @@ from tests.helpers import create_wallet, deposit, idem, until_terminal
 ROLES = ["customer", "operator"]
 
 
+pytestmark = pytest.mark.reliability  # QUALITY.md case, see docs/reliability.md
+
+
 def claims(settings: Settings, subject: str, /, **changes: Any) -> dict[str, Any]:
     now = int(time.time())
     base: dict[str, Any] = {

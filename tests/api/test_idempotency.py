@@ -27,6 +27,8 @@ from tests.api.support import (
 from tests.conftest import Users, eventually
 from tests.helpers import create_wallet, deposit, idem, until_terminal
 
+pytestmark = pytest.mark.reliability  # QUALITY.md case, see docs/reliability.md
+
 
 async def runs_of(temporal: Client, wf_id: str) -> list[Any]:
     """Every run with this workflow id, once visibility shows the first one closed (it lags a little)."""

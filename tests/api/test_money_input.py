@@ -43,6 +43,9 @@ VALID_AMOUNT = 1_000
 Body = dict[str, Any]
 
 
+pytestmark = pytest.mark.reliability  # QUALITY.md case, see docs/reliability.md
+
+
 @dataclass(frozen=True)
 class Case:
     """How to spoil a valid body: a new dict (sent as JSON) or raw bytes (sent as application/json)."""

@@ -22,6 +22,8 @@ from payweave.settings import Settings
 from tests.conftest import WEBHOOK_SECRET, Users, eventually
 from tests.helpers import create_wallet, idem, until_terminal, wallet
 
+pytestmark = pytest.mark.reliability  # QUALITY.md case, see docs/reliability.md
+
 
 def sign(payload: bytes, secret: str = WEBHOOK_SECRET, at: int | None = None) -> str:
     at = int(time.time()) if at is None else at

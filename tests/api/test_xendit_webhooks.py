@@ -21,6 +21,8 @@ from tests.api.support import assert_problem
 from tests.conftest import XENDIT_CALLBACK_TOKEN, XENDIT_SECRET_KEY, Users, eventually
 from tests.helpers import create_wallet, idem, until_terminal, wallet
 
+pytestmark = pytest.mark.reliability  # QUALITY.md case, see docs/reliability.md
+
 
 @pytest_asyncio.fixture
 async def emulator(xendit: str) -> AsyncIterator[httpx.AsyncClient]:

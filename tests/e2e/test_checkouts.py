@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -103,6 +104,7 @@ async def _assert_untouched(
     assert (p["stock"], p["available"]) == (stock, stock)
 
 
+@pytest.mark.reliability
 async def test_declined_card_compensates_hold_and_stock(http: httpx.AsyncClient, users: Users) -> None:
     merchant, _, _, prod = await merchant_with_product(http, users, price=4_000, stock=3)
     _, buyer = users.new()
@@ -264,6 +266,7 @@ async def test_split_checkout_through_xendit_is_paid_when_the_customer_pays_the_
     assert (await product(http, buyer, prod["id"]))["stock"] == 1
 
 
+@pytest.mark.reliability
 async def test_settle_refused_refunds_the_card_and_releases_hold_and_stock(
     http: httpx.AsyncClient, users: Users, payments_engine: AsyncEngine
 ) -> None:

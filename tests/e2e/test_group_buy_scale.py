@@ -31,6 +31,9 @@ PRICE = 700
 CONCURRENCY = 8  # Temporal admits 10 in-flight updates per workflow by default
 
 
+pytestmark = pytest.mark.reliability  # QUALITY.md case, see docs/reliability.md
+
+
 async def _funded_wallets(engine: AsyncEngine, tag: str, n: int) -> list[tuple[str, str]]:
     """n customer wallets holding PRICE each, funded in one journal (setup, not the thing under test)."""
 

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import httpx
+import pytest
 import stripe
 
 from payweave.settings import Settings
@@ -83,6 +84,7 @@ async def test_partial_refund_is_proportional_and_a_refund_beyond_paid_is_refuse
     assert (await wallet(http, buyer, b_wallet["id"]))["balance"] == 1_200
 
 
+@pytest.mark.reliability
 async def test_concurrent_partial_refunds_never_exceed_what_was_paid(
     http: httpx.AsyncClient, users: Users
 ) -> None:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 import stripe
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -113,6 +114,7 @@ async def payment_row(payments_engine: AsyncEngine, payment_id: str) -> Any:
         ).one()
 
 
+@pytest.mark.reliability
 async def test_r14_one_sweep_resolves_every_pending_payment_when_webhooks_are_lost(
     http: httpx.AsyncClient,
     users: Users,
@@ -206,6 +208,7 @@ async def test_r14_one_sweep_resolves_every_pending_payment_when_webhooks_are_lo
     assert report.ok, report.violations
 
 
+@pytest.mark.reliability
 async def test_a_payment_whose_saga_died_is_closed_and_a_late_payment_refunded(
     http: httpx.AsyncClient,
     users: Users,

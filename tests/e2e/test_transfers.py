@@ -75,6 +75,7 @@ async def _closed(engine: AsyncEngine, w: dict[str, Any]) -> None:
         ("system_transit", "wallet_not_found"),
     ],
 )
+@pytest.mark.reliability
 async def test_transfer_to_a_destination_that_refuses_rolls_back(
     http: httpx.AsyncClient, users: Users, wallet_engine: AsyncEngine, case: str, code: str
 ) -> None:

@@ -14,9 +14,22 @@ from workers.registry import WORKFLOWS
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
 
+pytestmark = pytest.mark.reliability  # QUALITY.md case, see docs/reliability.md
+
+
 def test_there_are_histories_for_every_workflow() -> None:
     names = {p.stem.split("_")[0] for p in HISTORIES}
-    assert {"deposit", "transfer", "checkout", "refund", "groupbuy", "groupbuypayment", "bulkrefund"} <= names
+    assert {
+        "deposit",
+        "transfer",
+        "checkout",
+        "refund",
+        "groupbuy",
+        "groupbuypayment",
+        "bulkrefund",
+        "sweeper",
+        "reconciliation",
+    } <= names
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])

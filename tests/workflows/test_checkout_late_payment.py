@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 
+import pytest
 import pytest_asyncio
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -29,6 +30,9 @@ from payweave.contracts.sagas import CheckoutInput
 from workers.registry import WORKFLOWS, build_activities
 
 REFUNDS: list[RefundGatewayPaymentInput] = []
+
+
+pytestmark = pytest.mark.reliability  # QUALITY.md case, see docs/reliability.md
 
 
 @activity.defn(name="create_gateway_payment")
