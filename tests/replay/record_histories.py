@@ -8,6 +8,7 @@ workflow changes on purpose (and then version it: running workflows must still r
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import httpx
@@ -15,6 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
+from payweave.settings import Settings
 from tests.conftest import Users, eventually
 from tests.helpers import create_wallet, deposit, idem, until_terminal
 
@@ -156,3 +158,20 @@ async def test_record_group_buys(
     paid_wf = await workflow_of("payments", paying.json()["payment_id"])
     await _save_workflow(temporal, paid_wf, "groupbuypayment_paid")
     await _save_workflow(temporal, f"{failed_wf}:bulk-refund", "bulkrefund_released")
+
+
+async def test_record_operations(temporal: Client, settings: Settings, worker: None) -> None:
+    from payweave.contracts.operations import ReconcileInput, SweepInput
+    from workflows.reconciliation import ReconciliationWorkflow
+    from workflows.sweeper import SweeperWorkflow
+
+    sweep_id = f"sweeper-record-{uuid.uuid4().hex[:8]}"
+    await temporal.execute_workflow(
+        SweeperWorkflow.run, SweepInput(), id=sweep_id, task_queue=settings.temporal_task_queue
+    )
+    reconcile_id = f"reconciliation-record-{uuid.uuid4().hex[:8]}"
+    await temporal.execute_workflow(
+        ReconciliationWorkflow.run, ReconcileInput(), id=reconcile_id, task_queue=settings.temporal_task_queue
+    )
+    await _save_workflow(temporal, sweep_id, "sweeper_once")
+    await _save_workflow(temporal, reconcile_id, "reconciliation_once")
