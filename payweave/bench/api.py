@@ -30,7 +30,9 @@ WEBHOOK_P99_MS = 20.0
 REQUEST_TIMEOUT_S = 10.0
 
 
-async def paced(rate: float, n: int, one: Callable[[int], Awaitable[None]]) -> tuple[list[float], int]:
+async def paced(
+    rate: float, n: int, one: Callable[[int], Awaitable[None]], failures: list[str] | None = None
+) -> tuple[list[float], int]:
     """Fire ``one(i)`` at ``rate`` per second (open loop): the latency of each (a failed or timed-out request
     counts with the time it took) and the number that failed."""
     latencies: list[float] = []
@@ -41,8 +43,10 @@ async def paced(rate: float, n: int, one: Callable[[int], Awaitable[None]]) -> t
         started = time.perf_counter()
         try:
             await one(i)
-        except (httpx.HTTPError, RuntimeError):
+        except (httpx.HTTPError, RuntimeError) as exc:
             errors += 1
+            if failures is not None and len(failures) < 3:
+                failures.append(repr(exc)[:300])
         latencies.append(time.perf_counter() - started)
 
     loop = asyncio.get_running_loop()
@@ -124,9 +128,14 @@ async def _run(stack: Stack, api: Api, http: httpx.AsyncClient, n: int, rate: fl
     # Warm the connection pool and the code paths, then measure.
     await asyncio.gather(*(health(i) for i in range(10)))
     base, base_errors = await paced(rate, n, health)
-    acked, webhook_errors = await paced(rate, n, webhook)
+    webhook_failures: list[str] = []
+    acked, webhook_errors = await paced(rate, n, webhook, webhook_failures)
     # Checkouts last: the sagas they start keep the worker busy after the last request.
-    started, checkout_errors = await paced(rate, n, checkout)
+    # At a tenth of the rate (below the saga throughput) first: how much of the start latency is the API itself.
+    light, light_errors = await paced(rate / 10, max(1, n // 10), checkout)
+    l50, l99 = percentiles(light)
+    checkout_failures: list[str] = []
+    started, checkout_errors = await paced(rate, n, checkout, checkout_failures)
     (base50, base99), (c50, c99), (w50, w99) = map(percentiles, (base, started, acked))
     details = {
         "run": run,
@@ -149,7 +158,14 @@ async def _run(stack: Stack, api: Api, http: httpx.AsyncClient, n: int, rate: fl
             meets_target=c99 <= CHECKOUT_P99_MS and not checkout_errors,
             p50_ms=c50,
             p99_ms=c99,
-            details={**details, "errors": checkout_errors},
+            details={
+                **details,
+                "errors": checkout_errors,
+                "first_errors": checkout_failures,
+                f"p50_ms_at_{rate / 10:g}_per_s": l50,
+                f"p99_ms_at_{rate / 10:g}_per_s": l99,
+                f"errors_at_{rate / 10:g}_per_s": light_errors,
+            },
         ),
         Result(
             id="B7-webhook",
@@ -162,7 +178,7 @@ async def _run(stack: Stack, api: Api, http: httpx.AsyncClient, n: int, rate: fl
             meets_target=w99 <= WEBHOOK_P99_MS and not webhook_errors,
             p50_ms=w50,
             p99_ms=w99,
-            details={**details, "errors": webhook_errors},
+            details={**details, "errors": webhook_errors, "first_errors": webhook_failures},
         ),
     ]
 

@@ -38,6 +38,8 @@ def machine() -> dict[str, Any]:
 
 
 def print_table(results: list[Result], console: Console) -> None:
+    if not console.is_terminal:  # a log file or a pipe: wide enough that names are not cut
+        console = Console(file=console.file, width=180)
     table = Table(title="payweave bench")
     for column in ("id", "benchmark", "value", "baseline", "ratio", "p50 / p99 ms", "target", "met?"):
         table.add_column(column)
