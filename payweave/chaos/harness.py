@@ -401,7 +401,13 @@ async def _until_terminal(
     async def all_terminal() -> bool:
         pending = [s for s in submitted if s.final is None]
         for s in pending:
-            body = await api.get(s.path, auth_of[subs[s.spec.customer]])
+            # 404 until the saga's first step has recorded it (e.g. a checkout accepted while the worker is dead)
+            r = await api.http.get(s.path, headers=auth_of[subs[s.spec.customer]])
+            if r.status_code == 404:
+                continue
+            if r.status_code != 200:
+                raise RuntimeError(f"GET {s.path} answered {r.status_code}: {r.text}")
+            body = r.json()
             if body["status"] in TERMINAL[kind_of[s.path.split("/")[2]]]:
                 s.final, s.terminal_at = body, time.monotonic()
         return all(s.final is not None for s in submitted)
