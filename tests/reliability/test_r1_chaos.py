@@ -58,8 +58,8 @@ async def _run(
     assert report.ok, report.summary()
 
 
-@pytest.mark.skipif(FULL, reason="PAYWEAVE_CHAOS_SCALE=full runs the full size instead")
-async def test_r1_worker_sigkill_reduced(
+@pytest.mark.slow
+async def test_r1_worker_sigkill(
     settings: Settings,
     temporal_env: WorkflowEnvironment,
     wallet_engine: AsyncEngine,
@@ -67,17 +67,6 @@ async def test_r1_worker_sigkill_reduced(
     api_url: str,  # the fixture API receives localstripe's webhooks and signals the sagas
     session_dir: Path,
 ) -> None:
-    await _run(20, 3, settings, temporal_env, wallet_engine, payments_engine, session_dir)
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(not FULL, reason="full size only with PAYWEAVE_CHAOS_SCALE=full")
-async def test_r1_worker_sigkill_full(
-    settings: Settings,
-    temporal_env: WorkflowEnvironment,
-    wallet_engine: AsyncEngine,
-    payments_engine: AsyncEngine,
-    api_url: str,
-    session_dir: Path,
-) -> None:
-    await _run(200, 20, settings, temporal_env, wallet_engine, payments_engine, session_dir)
+    """Reduced (20 sagas, 3 kills) in the default run; QUALITY.md's size with PAYWEAVE_CHAOS_SCALE=full."""
+    sagas, kills = (200, 20) if FULL else (20, 3)
+    await _run(sagas, kills, settings, temporal_env, wallet_engine, payments_engine, session_dir)
