@@ -487,11 +487,15 @@ class GroupBuyPaymentWorkflow:
             payment_id=inp.payment_id, gateway=inp.gateway, gateway_payment_id=inp.gateway_payment_id
         )
         outcome = await self._wait_for_payment(ref, inp)
-        if outcome == "unpaid":
+        if outcome != "succeeded":
+            # Close the gateway object for good, whatever ended the wait: a declined Stripe intent could still
+            # be paid with another card, and money must never arrive for a participation we ended.
             claims = self._claims
             final = await cancel_until_final(ref, lambda: self._claims > claims)
-            outcome = "succeeded" if final.status == "succeeded" else "expired"
-            self._failure_code = self._failure_code or "expired"
+            if final.status == "succeeded":
+                outcome = "succeeded"
+            elif outcome == "unpaid":
+                outcome, self._failure_code = "expired", self._failure_code or "expired"
         if outcome != "succeeded":
             await db_step(
                 GroupBuyActivities.end_group_payment,
