@@ -15,6 +15,8 @@ from typing import TypeVar
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from payweave import faults
+
 T = TypeVar("T")
 
 # SQLSTATEs that mean "try the whole transaction again": serialization_failure, deadlock_detected.
@@ -38,7 +40,9 @@ async def in_transaction(engine: AsyncEngine, work: Callable[[AsyncConnection], 
     for attempt in range(1, MAX_TX_ATTEMPTS + 1):
         try:
             async with engine.begin() as conn:
-                return await work(conn)
+                result = await work(conn)
+            faults.after_commit()  # tests only (QUALITY R2): a crash between the commit and the return
+            return result
         except DBAPIError as exc:
             if sqlstate(exc) not in RETRYABLE_SQLSTATES or attempt == MAX_TX_ATTEMPTS:
                 raise
