@@ -39,6 +39,7 @@ async def in_transaction(engine: AsyncEngine, work: Callable[[AsyncConnection], 
     """Run ``work(conn)`` in one transaction, committing once; retry on 40001/40P01."""
     for attempt in range(1, MAX_TX_ATTEMPTS + 1):
         try:
+            faults.before_begin()  # tests only (QUALITY R6): a transient failure before any work
             async with engine.begin() as conn:
                 result = await work(conn)
             faults.after_commit()  # tests only (QUALITY R2): a crash between the commit and the return
