@@ -145,6 +145,33 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     return asyncio.run(_run_operation(get_settings(), "reconcile", args.window_hours))
 
 
+def cmd_sagas_list(args: argparse.Namespace) -> int:
+    from payweave.operator import run_list
+
+    return asyncio.run(
+        run_list(
+            get_settings(),
+            Console(),
+            kind=args.kind,
+            status=args.status,
+            owner=args.owner,
+            limit=args.limit,
+        )
+    )
+
+
+def cmd_sagas_show(args: argparse.Namespace) -> int:
+    from payweave.operator import run_show
+
+    return asyncio.run(run_show(get_settings(), Console(), args.workflow_id))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from payweave.demo import run_demo_cli
+
+    return run_demo_cli(get_settings(), api_url=args.api_url, xendit_url=args.xendit_url)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="payweave", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -179,6 +206,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--window-hours", type=int, help="payments created this many hours back (default 48)"
     )
     reconcile.set_defaults(func=cmd_reconcile)
+    sagas = sub.add_parser("sagas", help="inspect sagas (Temporal visibility, history, ledger journals)")
+    sagas_sub = sagas.add_subparsers(dest="sagas_command", required=True)
+    sagas_list = sagas_sub.add_parser("list", help="sagas by kind, status, owner (newest first)")
+    sagas_list.add_argument("--kind", help="PwKind: deposit, transfer, checkout, refund, group_buy, …")
+    sagas_list.add_argument("--status", help="PwStatus: pending, completed, failed, …")
+    sagas_list.add_argument("--owner", help="PwOwner: the sub of the user who started it")
+    sagas_list.add_argument("--limit", type=int, default=50, help="at most this many rows (50)")
+    sagas_list.set_defaults(func=cmd_sagas_list)
+    sagas_show = sagas_sub.add_parser(
+        "show", help="one saga: state, activities run, compensations, ledger journals, Web UI link"
+    )
+    sagas_show.add_argument(
+        "workflow_id", metavar="ID", help="workflow id, e.g. transfer:alice:alice-to-bob-1"
+    )
+    sagas_show.set_defaults(func=cmd_sagas_show)
+    demo = sub.add_parser(
+        "demo", help="run every saga against a running `payweave dev` and show what happened"
+    )
+    demo.add_argument("--api-url", help="API base URL (default: PAYWEAVE_PUBLIC_BASE_URL)")
+    demo.add_argument("--xendit-url", help="Xendit emulator URL (default: PAYWEAVE_XENDIT_API_BASE)")
+    demo.set_defaults(func=cmd_demo)
     bench = sub.add_parser(
         "bench",
         help="benchmarks with same-run baselines on an embedded stack (exit 1 when a target is missed)",
