@@ -36,6 +36,19 @@ def _server(tmp: Path, port: int, ui_port: int) -> Supervisor:
     return sup
 
 
+async def _connect(port: int) -> Client:
+    """The port opens before the frontend is healthy: connect once Temporal says it is ready."""
+
+    async def attempt() -> Client | None:
+        try:
+            return await Client.connect(f"127.0.0.1:{port}", data_converter=pydantic_data_converter)
+        except RuntimeError:  # "Frontend is not healthy yet"
+            return None
+
+    client: Client = await eventually(attempt, timeout=60, interval=0.2)
+    return client
+
+
 def _worker(
     client: Client, queue: str, settings: Settings, wallets: AsyncEngine, payments: AsyncEngine
 ) -> Worker:
@@ -73,7 +86,7 @@ async def test_a_deposit_survives_a_temporal_server_restart(
 
     sup = await asyncio.to_thread(_server, tmp_path, port, ui_port)
     try:
-        client = await Client.connect(f"127.0.0.1:{port}", data_converter=pydantic_data_converter)
+        client = await _connect(port)
         async with _worker(client, queue, settings, wallet_engine, payments_engine):
             handle = await client.start_workflow(
                 DepositWorkflow.run,
@@ -95,7 +108,7 @@ async def test_a_deposit_survives_a_temporal_server_restart(
     await pay_at_gateway(settings, xendit, view.next_action)
     sup = await asyncio.to_thread(_server, tmp_path, port, ui_port)
     try:
-        client = await Client.connect(f"127.0.0.1:{port}", data_converter=pydantic_data_converter)
+        client = await _connect(port)
         async with _worker(client, queue, settings, wallet_engine, payments_engine):
             handle = client.get_workflow_handle_for(DepositWorkflow.run, wf_id)
             await handle.signal(
