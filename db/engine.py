@@ -36,7 +36,7 @@ def sqlstate(exc: BaseException) -> str | None:
 
 
 async def in_transaction(engine: AsyncEngine, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-    """Run ``work(conn)`` in one transaction, committing once; retry on 40001/40P01."""
+    """Run ``work(conn)`` in one transaction, committing once; retry on 40001/40P01 and a lost connection."""
     for attempt in range(1, MAX_TX_ATTEMPTS + 1):
         try:
             faults.before_begin()  # tests only (QUALITY R6): a transient failure before any work
@@ -45,7 +45,10 @@ async def in_transaction(engine: AsyncEngine, work: Callable[[AsyncConnection], 
             faults.after_commit()  # tests only (QUALITY R2): a crash between the commit and the return
             return result
         except DBAPIError as exc:
-            if sqlstate(exc) not in RETRYABLE_SQLSTATES or attempt == MAX_TX_ATTEMPTS:
+            # A connection lost mid-unit (a restarted or terminated backend) is retried on a fresh one, like a
+            # serialization failure: every write is keyed, so a unit that did commit finds its work done.
+            retryable = sqlstate(exc) in RETRYABLE_SQLSTATES or exc.connection_invalidated
+            if not retryable or attempt == MAX_TX_ATTEMPTS:
                 raise
             await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))
     raise AssertionError("unreachable")
