@@ -150,7 +150,15 @@ class _Api:
         headers = dict(auth)
         if key is not None:
             headers["Idempotency-Key"] = key
-        r = await self.http.post(path, json=body, headers=headers)
+        # A client that got no answer asks again with the same key: one saga either way.
+        for attempt in range(5):
+            try:
+                r = await self.http.post(path, json=body, headers=headers)
+            except httpx.TransportError:
+                if key is None or attempt == 4:
+                    raise
+                continue
+            break  # any answer counts (a 5xx is a finding, not something to retry away)
         if r.status_code not in (200, 201, 202):
             raise RuntimeError(f"POST {path} answered {r.status_code}: {r.text}")
         return r.json()
