@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -106,6 +107,7 @@ async def workflow_id_for(engine: AsyncEngine, resource_id: str) -> str | None:
 
 M = TypeVar("M", bound=BaseModel)
 ACCEPT_TIMEOUT_SECONDS = 15
+QUERY_TIMEOUT = timedelta(seconds=3)
 
 
 async def accepted_snapshot(
@@ -124,7 +126,8 @@ async def accepted_snapshot(
     for attempt in range(3):
         try:
             for name in queries:
-                view = await handle.query(name, result_type=result_type)
+                # A query waits for a worker; with none about (restarting), give up and answer from the DB.
+                view = await handle.query(name, result_type=result_type, rpc_timeout=QUERY_TIMEOUT)
                 if view is not None:
                     return result_type.model_validate(view)
             return None
