@@ -20,7 +20,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError, WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
@@ -352,7 +352,7 @@ class GroupBuyWorkflow:
                 await workflow.get_external_workflow_handle(child).signal(
                     GroupBuyPaymentWorkflow.session_closed
                 )
-            except Exception:  # noqa: BLE001 — already finished: nothing to close
+            except FailureError:  # the signal failed: the payment workflow already finished, nothing to close
                 workflow.logger.info("payment workflow %s already closed", child)
 
     async def _capture_and_order(self, wf_id: str) -> None:
@@ -578,7 +578,7 @@ class GroupBuyPaymentWorkflow:
                 signal,
                 ParticipantPaid(participant_id=inp.participant_id, quantity=inp.quantity),
             )
-        except Exception:  # noqa: BLE001 — the session finished: it no longer counts
+        except FailureError:  # the signal failed: the session finished, it no longer counts
             workflow.logger.info("session %s no longer running", inp.session_workflow_id)
 
     def _finish(self, status: str) -> str:
