@@ -41,6 +41,9 @@ from workers.main import build_worker
 hypothesis.settings.register_profile("payweave", deadline=None)
 hypothesis.settings.load_profile("payweave")
 
+# Every test marked `reliability` ends with the ledger invariants checked (tests/reliability/invariants.py).
+pytest_plugins = ["tests.reliability.invariants"]
+
 WEBHOOK_SECRET = "whsec_test_" + uuid.uuid4().hex
 XENDIT_CALLBACK_TOKEN = "xendit_test_" + uuid.uuid4().hex
 XENDIT_SECRET_KEY = "xnd_development_tests_" + uuid.uuid4().hex[:8]
