@@ -1,18 +1,40 @@
-"""Test-only fault injection (QUALITY R2): an activity "crashes" right after one of its database transactions
-committed, before it returns — the worst moment for an at-least-once step. Temporal retries the activity
-with the same input, and the step keys must make the retry find the work done instead of doing it twice.
+"""Test-only fault injection (QUALITY R2, R3, R5, R6 and the chaos harness).
 
-Nothing is armed unless a test arms it (``crash_after_commit``, ``fail_transiently``); production code only
-pays a set lookup.
-The hook runs in the worker's process, so it applies to the in-process test worker.
+* ``crash_after_commit`` (R2): an activity "crashes" right after one of its database transactions committed,
+  before it returns — the worst moment for an at-least-once step. Temporal retries the activity with the same
+  input, and the step keys must make the retry find the work done instead of doing it twice.
+* ``fail_transiently`` (R3, R6): attempts 1..n of an activity fail before its next transaction begins. For a
+  gateway activity that is right after the gateway call did the work and before its answer is recorded (R3).
+* ``seeded`` (chaos harness): the same crash after commit, in a worker *child process*, armed by the
+  environment variable ``PAYWEAVE_TEST_FAULTS`` (JSON ``{"seed": 7, "crash_after_commit": 0.1, "strip":
+  "<run tag>"}``). Whether an activity crashes is a pure function of the seed, its workflow id (with the
+  run tag removed) and its activity id — the same seed crashes the same steps, whatever the timing.
+* ``FaultInterceptor`` (R5): a Temporal interceptor for a worker a test builds itself: records every activity
+  execution and fails chosen steps non-retryably before they run.
+
+Nothing is armed unless a test arms it; production code only pays a set lookup. The hooks run in the
+worker's process: the in-process test worker, or a chaos worker child armed through its environment.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import os
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
 
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
+from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
+
+log = logging.getLogger("payweave.faults")
+
+ENV = "PAYWEAVE_TEST_FAULTS"
+CRASH_LOG = "injected crash after commit"  # what a seeded crash logs (the chaos harness counts these lines)
 
 _armed: set[str] = set()
 crashes: list[str] = []  # activity types that crashed, in order (what the test can assert on)
@@ -20,8 +42,74 @@ _transient: dict[str, int] = {}  # activity type → how many first attempts fai
 failures: list[str] = []
 
 
+@dataclass(frozen=True)
+class Injected:
+    """One injected fault: where it hit."""
+
+    kind: str
+    activity_type: str
+    workflow_id: str
+    activity_id: str
+    attempt: int
+
+
+events: list[Injected] = []  # every injected fault of this process, in order
+
+
 class InjectedCrash(Exception):
     """Raised after a commit: to Temporal, a retryable activity failure like any lost worker or connection."""
+
+
+def _record(kind: str) -> Injected:
+    info = activity.info()
+    hit = Injected(kind, info.activity_type, info.workflow_id or "", info.activity_id, info.attempt)
+    events.append(hit)
+    return hit
+
+
+@dataclass(frozen=True)
+class Seeded:
+    seed: int
+    crash_after_commit: float = 0.0  # share of activities whose first attempt crashes after its first commit
+    strip: str = ""  # removed from workflow ids before hashing (a run tag that differs between runs)
+
+    def chosen(self, what: str, rate: float, workflow_id: str, activity_id: str) -> bool:
+        return (
+            rate > 0
+            and draw(
+                self.seed,
+                what,
+                workflow_id.replace(self.strip, "") if self.strip else workflow_id,
+                activity_id,
+            )
+            < rate
+        )
+
+    def env(self) -> dict[str, str]:
+        return {
+            ENV: json.dumps(
+                {"seed": self.seed, "crash_after_commit": self.crash_after_commit, "strip": self.strip}
+            )
+        }
+
+
+def draw(seed: int, *parts: str) -> float:
+    """A number in [0, 1) fixed by the seed and ``parts``: a seeded decision that does not depend on order."""
+    digest = hashlib.sha256(":".join([str(seed), *parts]).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def _from_env() -> Seeded | None:
+    raw = os.environ.get(ENV)
+    if not raw:
+        return None
+    spec: dict[str, Any] = json.loads(raw)
+    seeded = Seeded(int(spec["seed"]), float(spec.get("crash_after_commit", 0.0)), str(spec.get("strip", "")))
+    log.warning("TEST FAULTS ARMED from %s: %s", ENV, seeded)
+    return seeded
+
+
+seeded: Seeded | None = _from_env()
 
 
 @contextmanager
@@ -36,12 +124,23 @@ def crash_after_commit(activity_types: Collection[str]) -> Iterator[list[str]]:
 
 
 def after_commit() -> None:
-    if not _armed or not activity.in_activity():
+    if not (_armed or seeded) or not activity.in_activity():
         return
     info = activity.info()
-    if info.attempt == 1 and info.activity_type in _armed:
+    if info.attempt != 1:
+        return
+    if info.activity_type in _armed:
         crashes.append(info.activity_type)
+        _record("crash_after_commit")
         raise InjectedCrash(f"injected crash after commit in {info.activity_type}")
+    if seeded is not None and seeded.chosen(
+        "crash_after_commit", seeded.crash_after_commit, info.workflow_id or "", info.activity_id
+    ):
+        hit = _record("crash_after_commit")
+        log.warning(
+            "%s in %s (%s, activity %s)", CRASH_LOG, hit.activity_type, hit.workflow_id, hit.activity_id
+        )
+        raise InjectedCrash(f"{CRASH_LOG} in {info.activity_type}")
 
 
 @contextmanager
@@ -63,4 +162,66 @@ def before_begin() -> None:
     info = activity.info()
     if info.attempt <= _transient.get(info.activity_type, 0):
         failures.append(info.activity_type)
+        _record("transient")
         raise InjectedCrash(f"injected transient failure {info.attempt} in {info.activity_type}")
+
+
+# --- around whole activities (a worker built with the interceptor) --------------------------------------
+
+
+@dataclass(frozen=True)
+class Execution:
+    workflow_id: str
+    workflow_type: str
+    activity_id: str
+    activity_type: str
+    attempt: int
+    is_local: bool
+
+
+INJECTED_FAILURE = "injected_failure"
+
+
+@dataclass
+class FaultInterceptor(Interceptor):
+    """Records every activity execution of the worker; ``fail_step`` makes one step of one workflow fail
+    non-retryably (a business failure, ``ApplicationError`` type ``injected_failure``) before it runs."""
+
+    executions: list[Execution] = field(default_factory=list)
+    _fail: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def fail_step(self, workflow_id: str, activity_id: str, code: str = INJECTED_FAILURE) -> None:
+        self._fail[(workflow_id, activity_id)] = code
+
+    def of(self, workflow_id: str) -> list[Execution]:
+        return [e for e in self.executions if e.workflow_id == workflow_id]
+
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        return _Inbound(next, self)
+
+
+class _Inbound(ActivityInboundInterceptor):
+    def __init__(self, next: ActivityInboundInterceptor, owner: FaultInterceptor) -> None:
+        super().__init__(next)
+        self._owner = owner
+
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        info = activity.info()
+        wf = info.workflow_id or ""
+        self._owner.executions.append(
+            Execution(
+                wf,
+                info.workflow_type or "",
+                info.activity_id,
+                info.activity_type,
+                info.attempt,
+                info.is_local,
+            )
+        )
+        code = self._owner._fail.get((wf, info.activity_id))
+        if code is not None:
+            _record("step_failure")
+            raise ApplicationError(
+                f"injected non-retryable failure of {info.activity_type}", type=code, non_retryable=True
+            )
+        return await self.next.execute_activity(input)

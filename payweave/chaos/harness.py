@@ -19,6 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.verify import Violation, verify_ledger
+from payweave.chaos.gateways import stripe_intents
 from payweave.chaos.plan import ChaosPlan, SagaSpec
 from payweave.chaos.worker import WorkerProcess, settings_env
 from payweave.settings import Settings
@@ -475,27 +476,11 @@ async def _gateway_objects(stack: ChaosStack, settings: Settings, ctx: _Ctx, rep
                 {"subs": ctx.subs},
             )
         ).all()
-    intents: Counter[str] = Counter()
-    base = settings.stripe_api_base
-    if base is None:  # the real Stripe: not listed here (reconciliation's job)
+    if settings.stripe_api_base is None:  # the real Stripe: not listed here (reconciliation's job)
         return
-    key = settings.stripe_api_key.get_secret_value()
-    async with httpx.AsyncClient(base_url=base, auth=(key, ""), timeout=60) as client:
-        after: str | None = None
-        while True:
-            params: dict[str, Any] = {"limit": 100}
-            if after:
-                params["starting_after"] = after
-            page = (await client.get("/v1/payment_intents", params=params)).raise_for_status().json()
-            for pi in page["data"]:
-                payment_id = (pi.get("metadata") or {}).get("payment_id")
-                if payment_id:
-                    intents[str(payment_id)] += 1
-            if not page.get("has_more") or not page["data"]:
-                break
-            after = str(page["data"][-1]["id"])
+    intents = await stripe_intents(settings, "payment_id")
     for payment_id, gateway_id in rows:
-        n = intents.get(str(payment_id), 0)
+        n = len(intents.get(str(payment_id), []))
         report.gateway_objects[str(payment_id)] = n
         if n > 1:
             report.gateway_duplicates[str(payment_id)] = n
