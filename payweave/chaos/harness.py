@@ -1,7 +1,10 @@
-"""Run a chaos plan against a real stack: submit the seeded sagas through the HTTP API while a ``payweave
-worker`` process is SIGKILLed and restarted on the plan's schedule, then check liveness (every saga terminal
-within ``liveness_seconds`` after the last restart), the outcomes, money conservation over the run's wallets,
-one gateway object per payment (localstripe) and ``verify_ledger`` (I1–I4, transit, clearing)."""
+"""Run a chaos plan against a real stack: submit the seeded sagas through the HTTP API while the plan's faults
+happen — a ``payweave worker`` process SIGKILLed and restarted, the Temporal dev server restarted on its
+persistent file, every PostgreSQL backend terminated, activities crashing right after their commit (the
+seeded ``payweave.faults`` hook in the worker process) and gateway answers lost after the work (a seeded lossy
+proxy in front of localstripe) — then check liveness (every saga terminal within ``liveness_seconds`` after the
+last fault), the outcomes, money conservation over the run's wallets, one gateway object per payment
+(localstripe) and ``verify_ledger`` (I1–I4, transit, clearing)."""
 
 from __future__ import annotations
 
@@ -20,8 +23,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.verify import Violation, verify_ledger
 from payweave.chaos.gateways import stripe_intents
-from payweave.chaos.plan import ChaosPlan, SagaSpec
+from payweave.chaos.inject import LossyGateway, TemporalServer, terminate_backends
+from payweave.chaos.plan import ChaosPlan, FaultEvent, SagaSpec
 from payweave.chaos.worker import WorkerProcess, settings_env
+from payweave.faults import CRASH_LOG, Seeded
 from payweave.settings import Settings
 from payweave.tokens import issue_token
 
@@ -59,7 +64,11 @@ class ChaosStack:
     its task queue is replaced by a fresh one (``chaos-<seed>-<hex>``) unless ``api_url`` is given, in which
     case that API's queue (``settings.temporal_task_queue``) is used and no other worker may poll it for the
     kills to mean anything. Without ``api_url`` the harness serves its own API in-process on a free port
-    (starting workflows on the chaos queue); ``temporal_address`` is then required for both."""
+    (starting workflows on the chaos queue); ``temporal_address`` is then required for both — unless the plan
+    restarts Temporal: then the harness runs its own dev server on ``temporal_db`` (default: a new file in
+    ``log_dir``) and the API and the worker use that one. Localstripe's webhooks still go to the stack's API,
+    which finds no such workflow on its own server and stores them; the sagas do not need them (the payer's
+    card is confirmed server-side, and a payment is always confirmed by look-up)."""
 
     settings: Settings
     wallet_engine: AsyncEngine
@@ -67,6 +76,7 @@ class ChaosStack:
     log_dir: Path
     temporal_address: str | None = None
     api_url: str | None = None
+    temporal_db: Path | None = None
 
 
 @dataclass
@@ -86,6 +96,13 @@ class ChaosReport:
     worker_starts: int = 0
     worker_kills: int = 0
     kill_pids: list[int] = field(default_factory=list)
+    worker_deaths: int = 0  # the worker exited on its own (e.g. with its Temporal server) and was restarted
+    temporal_restarts: int = 0
+    pg_terminations: int = 0
+    backends_terminated: int = 0
+    crashes_after_commit: int = 0  # injected in the worker process (counted from its log)
+    gateway_answers_lost: list[tuple[str, str]] = field(default_factory=list)  # (workflow id, mode)
+    api_unavailable: int = 0  # 503 answers to a POST (asked again with the same key)
     outcomes: Counter[str] = field(default_factory=Counter)
     unexpected: list[str] = field(default_factory=list)
     not_terminal: list[str] = field(default_factory=list)
@@ -111,13 +128,19 @@ class ChaosReport:
             or self.gateway_missing
             or self.money_expected != self.money_actual
             or self.worker_kills != len(self.plan.kill_after)
+            or self.temporal_restarts != self.plan.count("temporal_restart")
+            or self.pg_terminations != self.plan.count("pg_terminate")
         )
 
     def summary(self) -> str:
         lines = [
             self.plan.describe(),
             f"task queue {self.task_queue}; worker starts {self.worker_starts}, SIGKILLs {self.worker_kills}"
-            f" (pids {self.kill_pids})",
+            f" (pids {self.kill_pids}), exits on its own {self.worker_deaths}",
+            f"Temporal restarts {self.temporal_restarts}; PostgreSQL terminations {self.pg_terminations}"
+            f" ({self.backends_terminated} backends); activity crashes after commit {self.crashes_after_commit};"
+            f" gateway answers lost {len(self.gateway_answers_lost)}"
+            f" {dict(Counter(m for _, m in self.gateway_answers_lost))}; API 503s asked again {self.api_unavailable}",
             f"outcomes {dict(sorted(self.outcomes.items()))}",
             f"liveness: every saga terminal {self.liveness_seconds:.1f}s after the last restart"
             if not self.not_terminal
@@ -136,11 +159,15 @@ class ChaosReport:
         return "\n".join(lines)
 
 
+ATTEMPTS = 8
+
+
 class _Api:
     def __init__(self, http: httpx.AsyncClient, settings: Settings, run: str) -> None:
         self.http = http
         self.settings = settings
         self.run = run
+        self.unavailable = 0  # 503 answers, asked again
 
     def user(self, name: str, *roles: str) -> tuple[str, dict[str, str]]:
         sub = f"chaos-{self.run}-{name}"
@@ -151,15 +178,20 @@ class _Api:
         headers = dict(auth)
         if key is not None:
             headers["Idempotency-Key"] = key
-        # A client that got no answer asks again with the same key: one saga either way.
-        for attempt in range(5):
+        # A client that got no answer, or a 503 (unavailable: retry later), asks again with the same key: one
+        # saga either way. Any other answer counts (a 500 is a finding, not something to retry away).
+        for attempt in range(ATTEMPTS):
             try:
                 r = await self.http.post(path, json=body, headers=headers)
             except httpx.TransportError:
-                if key is None or attempt == 4:
+                if key is None or attempt == ATTEMPTS - 1:
                     raise
                 continue
-            break  # any answer counts (a 5xx is a finding, not something to retry away)
+            if r.status_code == 503 and key is not None and attempt < ATTEMPTS - 1:
+                self.unavailable += 1
+                await asyncio.sleep(0.5 * (attempt + 1))  # the client's back-off
+                continue
+            break
         if r.status_code not in (200, 201, 202):
             raise RuntimeError(f"POST {path} answered {r.status_code}: {r.text}")
         return r.json()
@@ -218,24 +250,47 @@ async def run_chaos(
     report = ChaosReport(plan)
     run = f"{plan.seed}-{uuid.uuid4().hex[:6]}"
     settings = stack.settings
-    if stack.api_url is None:
-        if stack.temporal_address is None:
-            raise ValueError("temporal_address is needed to serve the harness's own API")
-        settings = settings.model_copy(update={"temporal_task_queue": f"chaos-{run}"})
-    overrides: dict[str, object] = {}
-    if stack.temporal_address is not None:
-        overrides["temporal_address"] = stack.temporal_address
-    report.task_queue = settings.temporal_task_queue
-    worker = WorkerProcess(settings_env(settings, **overrides), stack.log_dir / f"chaos-worker-{run}.log")
+    temporal: TemporalServer | None = None
+    proxy: LossyGateway | None = None
+    worker: WorkerProcess | None = None
     stop_api: Callable[[], Awaitable[None]] | None = None
     t0 = time.monotonic()
     try:
+        temporal_address = stack.temporal_address
+        if plan.count("temporal_restart"):
+            if stack.api_url is not None:
+                raise ValueError(
+                    "Temporal restarts need the harness's own Temporal server and API (no api_url)"
+                )
+            db_file = stack.temporal_db or stack.log_dir / f"chaos-temporal-{run}.db"
+            temporal = TemporalServer(db_file, stack.log_dir / f"chaos-temporal-{run}.log")
+            stack.log_dir.mkdir(parents=True, exist_ok=True)
+            await temporal.start()
+            temporal_address = temporal.address
+            log(f"own Temporal dev server on {temporal.address}, file {db_file}")
+        if stack.api_url is None:
+            if temporal_address is None:
+                raise ValueError("temporal_address is needed to serve the harness's own API")
+            settings = settings.model_copy(update={"temporal_task_queue": f"chaos-{run}"})
+        overrides: dict[str, object] = {}
+        if temporal_address is not None:
+            overrides["temporal_address"] = temporal_address
+        if plan.gateway_timeouts > 0:
+            if settings.stripe_api_base is None:
+                raise ValueError("gateway answers can only be lost in front of localstripe (stripe_api_base)")
+            proxy = LossyGateway(settings.stripe_api_base, plan.seed, plan.gateway_timeouts, strip=run)
+            overrides["stripe_api_base"] = await proxy.start()
+        env = settings_env(settings, **overrides)
+        if plan.crash_after_commit > 0:
+            env |= Seeded(plan.seed, plan.crash_after_commit, strip=run).env()
+        report.task_queue = settings.temporal_task_queue
+        worker = WorkerProcess(env, stack.log_dir / f"chaos-worker-{run}.log")
         worker.start()
         await until(_ready(worker), within=60)
         api_url = stack.api_url
         if api_url is None:
-            assert stack.temporal_address is not None
-            api_url, stop_api = await _start_api(settings, stack.temporal_address)
+            assert temporal_address is not None
+            api_url, stop_api = await _start_api(settings, temporal_address)
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=50, keepalive_expiry=30)
         async with httpx.AsyncClient(base_url=api_url, timeout=60, limits=limits) as http:
             api = _Api(http, settings, run)
@@ -246,23 +301,31 @@ async def run_chaos(
             gate = asyncio.Semaphore(concurrency)
             submitted: list[Submitted] = []
             submissions = asyncio.create_task(_submit_all(api, plan, ctx, gate, submitted, report))
-            await _faults(worker, plan, report, log)
+            await _faults(_Parts(worker, temporal, stack.wallet_engine), plan, report, log)
             faults_stopped = time.monotonic()
             report.seconds["faults"] = faults_stopped - t1
             await submissions
+            report.api_unavailable = api.unavailable
             await _until_terminal(api, ctx, submitted, report, faults_stopped, liveness_seconds)
             report.seconds["liveness"] = time.monotonic() - faults_stopped
             _outcomes(submitted, report)
             await _conservation(stack, ctx, submitted, report)
-            await _gateway_objects(stack, settings, ctx, report)
+            await _gateway_objects(stack, stack.settings, ctx, report)
         ledger = await verify_ledger(stack.wallet_engine, stack.payments_engine)
         report.ledger_violations = ledger.violations
         report.ledger_stats = ledger.stats
     finally:
-        report.worker_starts, report.worker_kills = worker.starts, worker.kills
-        worker.stop()
+        if worker is not None:
+            report.worker_starts, report.worker_kills = worker.starts, worker.kills
+            worker.stop()
+            report.crashes_after_commit = worker.log_path.read_text(errors="replace").count(CRASH_LOG)
         if stop_api is not None:
             await stop_api()
+        if proxy is not None:
+            report.gateway_answers_lost = list(proxy.lost)
+            await proxy.stop()
+        if temporal is not None:
+            await temporal.stop()
     report.seconds["total"] = time.monotonic() - t0
     return report
 
@@ -381,18 +444,50 @@ async def _submit_all(
     await asyncio.gather(*tasks)
 
 
-async def _faults(
-    worker: WorkerProcess, plan: ChaosPlan, report: ChaosReport, log: Callable[[str], None]
-) -> None:
-    for i, (after, down) in enumerate(zip(plan.kill_after, plan.downtime, strict=True)):
-        await asyncio.sleep(after)  # the fault schedule itself: seconds after the worker started polling
-        pid = worker.pid
-        worker.kill()
-        report.kill_pids.append(pid)
-        log(f"kill {i + 1}/{len(plan.kill_after)}: SIGKILL worker pid {pid}")
-        await asyncio.sleep(down)
+@dataclass
+class _Parts:
+    """What the fault schedule acts on."""
+
+    worker: WorkerProcess
+    temporal: TemporalServer | None
+    wallet_engine: AsyncEngine
+
+
+async def _worker_polling(worker: WorkerProcess, report: ChaosReport, log: Callable[[str], None]) -> None:
+    """A worker that exited on its own (not killed by us) is started again, as a supervisor would."""
+    if worker.process is not None and worker.process.poll() is not None:
+        report.worker_deaths += 1
+        log(f"worker exited on its own ({worker.process.returncode}): starting it again")
         worker.start()
         await until(_ready(worker), within=60)
+
+
+async def _fault(parts: _Parts, event: FaultEvent, report: ChaosReport, log: Callable[[str], None]) -> str:
+    if event.kind == "worker_kill":
+        pid = parts.worker.pid
+        parts.worker.kill()
+        report.kill_pids.append(pid)
+        await asyncio.sleep(event.down)
+        parts.worker.start()
+        await until(_ready(parts.worker), within=60)
+        return f"SIGKILL worker pid {pid}"
+    if event.kind == "temporal_restart":
+        assert parts.temporal is not None
+        await parts.temporal.restart(event.down)
+        report.temporal_restarts += 1
+        return "Temporal dev server restarted on its file"
+    killed = await terminate_backends(parts.wallet_engine)
+    report.pg_terminations += 1
+    report.backends_terminated += killed
+    return f"pg_terminate_backend: {killed} backends"
+
+
+async def _faults(parts: _Parts, plan: ChaosPlan, report: ChaosReport, log: Callable[[str], None]) -> None:
+    for i, event in enumerate(plan.events):
+        await asyncio.sleep(event.after)  # the fault schedule itself: seconds after the previous recovery
+        what = await _fault(parts, event, report, log)
+        log(f"fault {i + 1}/{len(plan.events)}: {what}")
+        await _worker_polling(parts.worker, report, log)
 
 
 async def _until_terminal(
