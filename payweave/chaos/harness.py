@@ -203,7 +203,9 @@ class _Api:
         return r.json()
 
 
-async def _start_api(settings: Settings, temporal_address: str) -> tuple[str, Callable[[], Awaitable[None]]]:
+async def start_api(settings: Settings, temporal_address: str) -> tuple[str, Callable[[], Awaitable[None]]]:
+    """The payweave API served in-process on a free port, starting sagas on ``settings.temporal_task_queue``;
+    returns its URL and how to stop it."""
     import uvicorn
 
     from api.main import create_app
@@ -290,7 +292,7 @@ async def run_chaos(
         api_url = stack.api_url
         if api_url is None:
             assert temporal_address is not None
-            api_url, stop_api = await _start_api(settings, temporal_address)
+            api_url, stop_api = await start_api(settings, temporal_address)
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=50, keepalive_expiry=30)
         async with httpx.AsyncClient(base_url=api_url, timeout=60, limits=limits) as http:
             api = _Api(http, settings, run)
@@ -328,6 +330,16 @@ async def run_chaos(
             await temporal.stop()
     report.seconds["total"] = time.monotonic() - t0
     return report
+
+
+async def kill_and_restart(worker: WorkerProcess, down: float) -> int:
+    """SIGKILL the worker, leave it dead ``down`` seconds, start it again and wait until it polls; its pid."""
+    pid = worker.pid
+    worker.kill()
+    await asyncio.sleep(down)  # the outage itself
+    worker.start()
+    await until(_ready(worker), within=60)
+    return pid
 
 
 def _ready(worker: WorkerProcess) -> Callable[[], Awaitable[bool]]:
@@ -464,12 +476,8 @@ async def _worker_polling(worker: WorkerProcess, report: ChaosReport, log: Calla
 
 async def _fault(parts: _Parts, event: FaultEvent, report: ChaosReport, log: Callable[[str], None]) -> str:
     if event.kind == "worker_kill":
-        pid = parts.worker.pid
-        parts.worker.kill()
+        pid = await kill_and_restart(parts.worker, event.down)
         report.kill_pids.append(pid)
-        await asyncio.sleep(event.down)
-        parts.worker.start()
-        await until(_ready(parts.worker), within=60)
         return f"SIGKILL worker pid {pid}"
     if event.kind == "temporal_restart":
         assert parts.temporal is not None

@@ -1,11 +1,12 @@
 """QUALITY R18, the bank test: 20 wallets, concurrent clients moving money between them through the API
 (some to frozen wallets, which roll back), while PostgreSQL backends of both databases are terminated
-(``pg_terminate_backend``) again and again. Every read sees I3 (no wallet below zero, held ≤ balance); at the
-end every transfer is terminal, the total is conserved and I1–I4 hold.
+(``pg_terminate_backend``) again and again and the worker is SIGKILLed and restarted. Every read sees I3 (no
+wallet below zero, held ≤ balance); at the end every transfer is terminal, the total is conserved and I1–I4 hold.
 
-Reduced by default (300 transfers, 8 clients, 6 terminations); ``PAYWEAVE_CHAOS_SCALE=full`` runs QUALITY.md's
-size (10,000 transfers, 32 clients, 60 terminations). Worker kills are R1's (tests/reliability/test_r1_chaos.py):
-here the worker is the in-process fixture worker, which cannot be SIGKILLed without killing the test."""
+The transfers run on their own task queue, served only by a ``payweave worker`` child process (the chaos
+harness's ``WorkerProcess``) behind an API served in-process for that queue, so the worker can be SIGKILLed
+without killing the test. Reduced by default (300 transfers, 8 clients, 6 terminations, 2 kills);
+``PAYWEAVE_CHAOS_SCALE=full`` runs QUALITY.md's size (10,000 transfers, 32 clients, 60 terminations, 20 kills)."""
 
 from __future__ import annotations
 
@@ -13,42 +14,77 @@ import asyncio
 import os
 import random
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.engine import in_transaction
 from db.repositories import ledger
-from db.verify import verify_ledger
+from db.verify import Report, verify_ledger
+from payweave.chaos import (
+    ChaosStack,
+    WorkerProcess,
+    kill_and_restart,
+    settings_env,
+    start_api,
+    terminate_backends,
+)
 from payweave.contracts.ledger import Posting
 from tests.conftest import Users, eventually
 from tests.helpers import create_wallet
 
 pytestmark = pytest.mark.reliability
 FULL = os.environ.get("PAYWEAVE_CHAOS_SCALE") == "full"
-TRANSFERS, CLIENTS, TERMINATIONS = (10_000, 32, 60) if FULL else (300, 8, 6)
+TRANSFERS, CLIENTS, TERMINATIONS, KILLS = (10_000, 32, 60, 20) if FULL else (300, 8, 6, 2)
 WALLETS, FROZEN, FUNDS = 20, 2, 50_000
 
 
-async def _terminate_backends(engine: AsyncEngine) -> int:
-    """Kill every other backend of both payweave databases (the API's, the worker's, the tests')."""
-    async with engine.connect() as conn:
-        killed = (
-            await conn.execute(
-                text(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE datname IN ('payweave_wallet', 'payweave_payments') AND pid <> pg_backend_pid()"
-                )
-            )
-        ).scalar_one()
-    return int(killed)
+@asynccontextmanager
+async def killable_api(stack: ChaosStack) -> AsyncIterator[tuple[WorkerProcess, httpx.AsyncClient]]:
+    """A worker child on a fresh task queue, and a client of an API that starts the sagas on that queue."""
+    assert stack.temporal_address is not None
+    settings = stack.settings.model_copy(update={"temporal_task_queue": f"r18-{uuid.uuid4().hex[:8]}"})
+    worker = WorkerProcess(
+        settings_env(settings, temporal_address=stack.temporal_address),
+        stack.log_dir / f"{settings.temporal_task_queue}.log",
+    )
+    worker.start()
+    stop_api = None
+    try:
+
+        async def polling() -> bool:
+            return worker.ready()
+
+        await eventually(polling, timeout=60)
+        url, stop_api = await start_api(settings, stack.temporal_address)
+        limits = httpx.Limits(max_connections=300, max_keepalive_connections=100, keepalive_expiry=30)
+        async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http:
+            yield worker, http
+    finally:
+        worker.stop()
+        if stop_api is not None:
+            await stop_api()
 
 
-async def test_r18_bank_transfers_conserve_money_while_backends_die(
-    http: httpx.AsyncClient, users: Users, wallet_engine: AsyncEngine, payments_engine: AsyncEngine
+async def test_r18_bank_transfers_conserve_money_while_backends_and_workers_die(
+    chaos_stack: ChaosStack, users: Users, wallet_engine: AsyncEngine, payments_engine: AsyncEngine
+) -> None:
+    async with killable_api(chaos_stack) as (worker, http):
+        await _bank(http, worker, users, wallet_engine, payments_engine)
+
+
+async def _bank(
+    http: httpx.AsyncClient,
+    worker: WorkerProcess,
+    users: Users,
+    wallet_engine: AsyncEngine,
+    payments_engine: AsyncEngine,
 ) -> None:
     owners: list[tuple[str, dict[str, str], str]] = []
     for _ in range(WALLETS):
@@ -111,18 +147,48 @@ async def test_r18_bank_transfers_conserve_money_while_backends_die(
                 assert body["balance"] >= 0 and 0 <= body["held"] <= body["balance"], body  # I3 on every read
                 reads_checked += 1
 
+    verified: list[Report] = []
+
+    async def verifier() -> None:
+        """The whole ``verify_ledger`` again and again while transfers are mid-flight: what the per-test check
+        (tests/reliability/invariants.py) relies on — every check holds at any committed point."""
+        while done_posts < TRANSFERS:
+            try:
+                report = await verify_ledger(wallet_engine, payments_engine)
+            except DBAPIError as exc:  # its own backend was terminated: look again
+                if not exc.connection_invalidated:
+                    raise
+                continue
+            assert report.ok, report.violations
+            verified.append(report)
+
+    # Terminations and kills spread evenly over the posts, in one seeded order.
+    faults = [(k * TRANSFERS // (TERMINATIONS + 1), "terminate") for k in range(1, TERMINATIONS + 1)]
+    faults += [((2 * k - 1) * TRANSFERS // (2 * KILLS + 1), "kill") for k in range(1, KILLS + 1)]
+    kills: list[int] = []
+
     async def chaos() -> int:
         killed = 0
-        for k in range(1, TERMINATIONS + 1):
-            await eventually(lambda k=k: _ready(k * TRANSFERS // (TERMINATIONS + 1)), timeout=600)
-            killed += await _terminate_backends(wallet_engine)
+        for threshold, fault in sorted(faults):
+            await eventually(lambda t=threshold: _ready(t), timeout=600)
+            if fault == "terminate":
+                killed += await terminate_backends(wallet_engine)
+            else:
+                kills.append(await kill_and_restart(worker, rng.uniform(0, 0.5)))
         return killed
 
     async def _ready(threshold: int) -> bool:
         return done_posts >= threshold
 
-    results = await asyncio.gather(*(client(n) for n in range(CLIENTS)), reader(), chaos())
+    results = await asyncio.gather(*(client(n) for n in range(CLIENTS)), reader(), verifier(), chaos())
     assert results[-1] > 0  # backends really died
+    assert verified, "verify_ledger never completed mid-flight"
+    print(
+        f"R18: {TRANSFERS} posts ({len(started)} transfers started), {reads_checked} wallet reads with I3,"
+        f" {len(verified)} whole verify_ledger runs mid-flight all clean, {results[-1]} backends terminated"
+        f" in {TERMINATIONS} rounds, worker SIGKILLed {len(kills)} times (pids {kills})"
+    )
+    assert len(kills) == KILLS and worker.kills == KILLS  # and so did the worker
     assert reads_checked > 0
     # A backend killed mid-request is retried on a fresh connection (db.engine.in_transaction): never a 5xx.
     assert not server_errors, server_errors[:3]
@@ -134,6 +200,7 @@ async def test_r18_bank_transfers_conserve_money_while_backends_die(
                 return False
         return True
 
+    # An activity abandoned by a killed worker is retried once its start-to-close timeout passed (30 s).
     await eventually(all_terminal, timeout=300)
     async with wallet_engine.connect() as conn:
         total, negative = (

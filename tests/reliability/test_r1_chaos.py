@@ -9,14 +9,10 @@ seed (default 1)."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
-from temporalio.testing import WorkflowEnvironment
 
 from payweave.chaos import ChaosStack, make_plan, run_chaos
-from payweave.settings import Settings
 
 FULL = os.environ.get("PAYWEAVE_CHAOS_SCALE") == "full"
 SEED = int(os.environ.get("PAYWEAVE_CHAOS_SEED", "1"))
@@ -32,23 +28,11 @@ def test_same_seed_same_schedule() -> None:
     assert {s.kind for s in plan.sagas} == {"deposit", "transfer", "transfer_to_frozen", "split_checkout"}
 
 
-async def _run(
-    sagas: int,
-    kills: int,
-    settings: Settings,
-    temporal_env: WorkflowEnvironment,
-    wallet_engine: AsyncEngine,
-    payments_engine: AsyncEngine,
-    session_dir: Path,
-) -> None:
-    stack = ChaosStack(
-        settings=settings,
-        wallet_engine=wallet_engine,
-        payments_engine=payments_engine,
-        log_dir=session_dir / "chaos",
-        temporal_address=temporal_env.client.service_client.config.target_host,
-    )
-    report = await run_chaos(stack, make_plan(SEED, sagas, kills), log=print)
+@pytest.mark.slow
+async def test_r1_worker_sigkill(chaos_stack: ChaosStack) -> None:
+    """Reduced (20 sagas, 3 kills) in the default run; QUALITY.md's size with PAYWEAVE_CHAOS_SCALE=full."""
+    sagas, kills = (200, 20) if FULL else (20, 3)
+    report = await run_chaos(chaos_stack, make_plan(SEED, sagas, kills), log=print)
     print(report.summary())
     assert report.worker_kills == kills and report.worker_starts == kills + 1
     assert not report.not_terminal and report.liveness_seconds <= 120, report.summary()
@@ -56,17 +40,3 @@ async def _run(
     assert not report.gateway_duplicates and not report.gateway_missing, report.summary()
     assert report.money_expected == report.money_actual, report.summary()
     assert report.ok, report.summary()
-
-
-@pytest.mark.slow
-async def test_r1_worker_sigkill(
-    settings: Settings,
-    temporal_env: WorkflowEnvironment,
-    wallet_engine: AsyncEngine,
-    payments_engine: AsyncEngine,
-    api_url: str,  # the fixture API receives localstripe's webhooks and signals the sagas
-    session_dir: Path,
-) -> None:
-    """Reduced (20 sagas, 3 kills) in the default run; QUALITY.md's size with PAYWEAVE_CHAOS_SCALE=full."""
-    sagas, kills = (200, 20) if FULL else (20, 3)
-    await _run(sagas, kills, settings, temporal_env, wallet_engine, payments_engine, session_dir)
