@@ -44,8 +44,9 @@ from payweave.contracts.group_buy import (
     RefundProgress,
     ReleaseEscrowResult,
 )
-from payweave.contracts.ledger import Posting
+from payweave.contracts.ledger import Hold, Journal, Posting
 from payweave.ids import derived_id
+from payweave.metrics import LEDGER_JOURNALS, journals_posted, saga_ended
 
 # A hold outlives the join deadline a little: the decision captures or releases it right after the deadline,
 # and only the sweeper expires a hold — never one whose saga is still running.
@@ -103,16 +104,39 @@ class GroupBuyActivities:
 
     @activity.defn
     async def mark_group_buy(self, inp: MarkGroupBuyInput) -> None:
-        await in_transaction(
-            self._payments,
-            lambda c: repo.mark_group_buy(
-                c,
-                group_buy_id=inp.group_buy_id,
-                status=inp.status,
-                failure_code=inp.failure_code,
-                cancel_reason=inp.cancel_reason,
-            ),
+        await self._mark(
+            inp.group_buy_id, inp.status, failure_code=inp.failure_code, cancel_reason=inp.cancel_reason
         )
+
+    async def _mark(
+        self,
+        group_buy_id: str,
+        status: str,
+        *,
+        failure_code: str | None = None,
+        cancel_reason: str | None = None,
+        fee_amount: int | None = None,
+        clear_failure: bool = False,
+    ) -> None:
+        """Set the session's status; a session reaching its end is counted once that committed."""
+
+        async def work(conn: AsyncConnection) -> str | None:
+            try:
+                before: str | None = await repo.session_status(conn, group_buy_id, lock="UPDATE")
+            except errors.NotFound:
+                before = None
+            await repo.mark_group_buy(
+                conn,
+                group_buy_id=group_buy_id,
+                status=status,
+                failure_code=failure_code,
+                cancel_reason=cancel_reason,
+                fee_amount=fee_amount,
+                clear_failure=clear_failure,
+            )
+            return before
+
+        saga_ended("groupbuy", await in_transaction(self._payments, work), status)
 
     @activity.defn
     async def group_buy_counts(self, group_buy_id: str) -> GroupBuyCounts:
@@ -402,9 +426,9 @@ class GroupBuyActivities:
     ) -> None:
         """escrow → ``to`` for one participant (keyed), then the participant, its order and payment say so."""
 
-        async def move(conn: AsyncConnection) -> None:
+        async def move(conn: AsyncConnection) -> Journal:
             escrow = await ledger.ensure_system_wallet(conn, "escrow", p.currency)
-            await ledger.post_journal(
+            return await ledger.post_journal(
                 conn,
                 idempotency_key=key,
                 kind="group_buy_refund",
@@ -416,7 +440,7 @@ class GroupBuyActivities:
                 external_ref=p.payment_id if to.wallet_id.startswith("sys_gateway_clearing") else None,
             )
 
-        await in_transaction(self._wallets, move)
+        journals_posted([await in_transaction(self._wallets, move)])
 
         async def record(conn: AsyncConnection) -> None:
             await repo.set_participants(
@@ -460,18 +484,25 @@ class GroupBuyActivities:
         batch = await self._batch(inp, ("held", "captured"), "wallet")
         held = [p for p in batch if p.status == "held"]
         if held:
-            holds = await in_transaction(
-                self._wallets,
-                lambda c: ledger.capture_holds(
-                    c,
-                    idempotency_key=f"{inp.workflow_id}:capture:{inp.after_seq}",
+            key = f"{inp.workflow_id}:capture:{inp.after_seq}"
+
+            async def capture(conn: AsyncConnection) -> tuple[bool, list[Hold]]:
+                posted_before = await ledger.find_journal(conn, key) is not None
+                holds = await ledger.capture_holds(
+                    conn,
+                    idempotency_key=key,
                     hold_ids=[p.hold_id or "" for p in held],
                     credit_to="escrow",
                     kind="group_buy_escrow",
                     description=f"group buy {inp.group_buy_id}: wallet holds into escrow",
                     saga_id=inp.workflow_id,
-                ),
-            )
+                )
+                # Holds are captured only together with the batch's journal: any captured now means it is new.
+                return not posted_before and any(h.status == "captured" for h in holds), holds
+
+            posted, holds = await in_transaction(self._wallets, capture)
+            if posted:
+                LEDGER_JOURNALS.labels("group_buy_escrow").inc()
             status_of = {h.id: h.status for h in holds}
             captured = [p.id for p in held if status_of.get(p.hold_id or "") == "captured"]
             lost = [p.id for p in held if status_of.get(p.hold_id or "") != "captured"]
@@ -513,7 +544,7 @@ class GroupBuyActivities:
         journal_id = None
         if total > 0:
 
-            async def move(conn: AsyncConnection) -> int:
+            async def move(conn: AsyncConnection) -> Journal:
                 escrow = await ledger.ensure_system_wallet(conn, "escrow", terms.currency)
                 postings = [
                     Posting(wallet_id=escrow, amount=-total),
@@ -522,7 +553,7 @@ class GroupBuyActivities:
                 if fee > 0:
                     fees = await ledger.ensure_system_wallet(conn, "platform_fees", terms.currency)
                     postings.append(Posting(wallet_id=fees, amount=fee))
-                journal = await ledger.post_journal(
+                return await ledger.post_journal(
                     conn,
                     idempotency_key=f"{wf_id}:release",
                     kind="group_buy_release",
@@ -531,16 +562,12 @@ class GroupBuyActivities:
                     description=f"group buy {terms.group_buy_id}: escrow released to the factory",
                     saga_id=wf_id,
                 )
-                return journal.id
 
             async with business_errors():
-                journal_id = await in_transaction(self._wallets, move)
-        await in_transaction(
-            self._payments,
-            lambda c: repo.mark_group_buy(
-                c, group_buy_id=terms.group_buy_id, status="completed", fee_amount=fee, clear_failure=True
-            ),
-        )
+                journal = await in_transaction(self._wallets, move)
+            journals_posted([journal])
+            journal_id = journal.id
+        await self._mark(terms.group_buy_id, "completed", fee_amount=fee, clear_failure=True)
         return ReleaseEscrowResult(total=total, fee=fee, journal_id=journal_id)
 
     # --- bulk refund -----------------------------------------------------------------------------------
@@ -567,10 +594,11 @@ class GroupBuyActivities:
         batch = await self._batch(inp, ("captured",), "wallet")
         if batch:
 
-            async def move(conn: AsyncConnection) -> None:
+            async def move(conn: AsyncConnection) -> list[Journal]:
                 escrow = await ledger.ensure_system_wallet(conn, "escrow", batch[0].currency)
+                journals = []
                 for p in batch:
-                    await ledger.post_journal(
+                    journal = await ledger.post_journal(
                         conn,
                         idempotency_key=f"{p.id}:refund",
                         kind="group_buy_refund",
@@ -583,8 +611,10 @@ class GroupBuyActivities:
                         saga_id=p.group_buy_id,
                         compensation=True,
                     )
+                    journals.append(journal)
+                return journals
 
-            await in_transaction(self._wallets, move)
+            journals_posted(await in_transaction(self._wallets, move))
 
             async def record(conn: AsyncConnection) -> None:
                 ids = [p.id for p in batch]

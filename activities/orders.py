@@ -18,6 +18,7 @@ from payweave.contracts.activities import (
     ReserveStockInput,
 )
 from payweave.contracts.commerce import Order, Refund, Reservation
+from payweave.metrics import saga_ended
 
 
 class OrderActivities:
@@ -80,13 +81,17 @@ class OrderActivities:
 
     @activity.defn
     async def mark_order(self, inp: MarkOrderInput) -> Order:
-        async def work(conn: AsyncConnection) -> Order:
-            return await commerce.update_order(
+        async def work(conn: AsyncConnection) -> tuple[str | None, Order]:
+            before = await commerce.get_order(conn, inp.order_id, for_update=True)
+            after = await commerce.update_order(
                 conn, order_id=inp.order_id, status=inp.status, failure_code=inp.failure_code
             )
+            return (before.status if before else None), after
 
         async with business_errors():
-            return await in_transaction(self._engine, work)
+            before, order = await in_transaction(self._engine, work)
+        saga_ended("checkout", before, order.status)  # a checkout saga ends with its order
+        return order
 
     @activity.defn
     async def reserve_refund(self, inp: ReserveRefundInput) -> Refund:
@@ -109,14 +114,18 @@ class OrderActivities:
 
     @activity.defn
     async def finish_refund(self, inp: FinishRefundInput) -> Refund:
-        async def work(conn: AsyncConnection) -> Refund:
-            return await commerce.finish_refund(
+        async def work(conn: AsyncConnection) -> tuple[str | None, Refund]:
+            before = await commerce.get_refund(conn, inp.refund_id)
+            after = await commerce.finish_refund(
                 conn,
                 refund_id=inp.refund_id,
                 status=inp.status,
                 failure_code=inp.failure_code,
                 gateway_refund_id=inp.gateway_refund_id,
             )
+            return (before.status if before else None), after
 
         async with business_errors():
-            return await in_transaction(self._engine, work)
+            before, refund = await in_transaction(self._engine, work)
+        saga_ended("refund", before, refund.status)
+        return refund

@@ -24,6 +24,7 @@ from payweave.contracts.activities import (
     RefundGatewayPaymentInput,
 )
 from payweave.contracts.payments import Payment, Transfer
+from payweave.metrics import saga_ended
 
 
 class PaymentActivities:
@@ -112,17 +113,22 @@ class PaymentActivities:
 
     @activity.defn
     async def mark_payment(self, inp: MarkPaymentInput) -> Payment:
-        async def work(conn: AsyncConnection) -> Payment:
-            return await repo.update_payment(
+        async def work(conn: AsyncConnection) -> tuple[str | None, Payment]:
+            before = await repo.get_payment(conn, inp.payment_id)
+            after = await repo.update_payment(
                 conn,
                 payment_id=inp.payment_id,
                 status=inp.status,
                 failure_code=inp.failure_code,
                 credited=inp.credited,
             )
+            return (before.status if before else None), after
 
         async with business_errors():
-            return await in_transaction(self._engine, work)
+            before, payment = await in_transaction(self._engine, work)
+        if payment.purpose == "deposit":  # a deposit saga ends with its payment
+            saga_ended("deposit", before, payment.status)
+        return payment
 
     @activity.defn
     async def record_transfer(self, inp: RecordTransferInput) -> Transfer:
@@ -143,10 +149,14 @@ class PaymentActivities:
 
     @activity.defn
     async def mark_transfer(self, inp: MarkTransferInput) -> Transfer:
-        async def work(conn: AsyncConnection) -> Transfer:
-            return await repo.update_transfer(
+        async def work(conn: AsyncConnection) -> tuple[str | None, Transfer]:
+            before = await repo.get_transfer(conn, inp.transfer_id)
+            after = await repo.update_transfer(
                 conn, transfer_id=inp.transfer_id, status=inp.status, failure_code=inp.failure_code
             )
+            return (before.status if before else None), after
 
         async with business_errors():
-            return await in_transaction(self._engine, work)
+            before, transfer = await in_transaction(self._engine, work)
+        saga_ended("transfer", before, transfer.status)
+        return transfer

@@ -18,7 +18,8 @@ from payweave.contracts.activities import (
     ReleaseHoldInput,
     ReverseJournalInput,
 )
-from payweave.contracts.ledger import Posting
+from payweave.contracts.ledger import Journal, Posting
+from payweave.metrics import journals_posted
 
 
 async def _resolve(
@@ -39,15 +40,21 @@ async def _resolve(
     return postings, addressed
 
 
+def _posted(journal: Journal) -> JournalResult:
+    """The activity's answer about a journal whose transaction committed (counted if this call inserted it)."""
+    journals_posted([journal])
+    return JournalResult(journal_id=journal.id, created=journal.created)
+
+
 class LedgerActivities:
     def __init__(self, wallet_engine: AsyncEngine) -> None:
         self._engine = wallet_engine
 
     @activity.defn
     async def post_journal(self, inp: PostJournalInput) -> JournalResult:
-        async def work(conn: AsyncConnection) -> JournalResult:
+        async def work(conn: AsyncConnection) -> Journal:
             postings, addressed = await _resolve(conn, inp.postings, inp.currency)
-            journal = await ledger.post_journal(
+            return await ledger.post_journal(
                 conn,
                 idempotency_key=inp.idempotency_key,
                 kind=inp.kind,
@@ -59,10 +66,9 @@ class LedgerActivities:
                 compensation=inp.compensation,
                 external_ref=inp.external_ref,
             )
-            return JournalResult(journal_id=journal.id, created=journal.created)
 
         async with business_errors():
-            return await in_transaction(self._engine, work)
+            return _posted(await in_transaction(self._engine, work))
 
     @activity.defn
     async def reverse_journal(self, inp: ReverseJournalInput) -> JournalResult:
@@ -72,13 +78,13 @@ class LedgerActivities:
         frozen in the meantime: a compensation must always be able to finish.
         """
 
-        async def work(conn: AsyncConnection) -> JournalResult:
+        async def work(conn: AsyncConnection) -> JournalResult | Journal:
             if inp.unless_posted and await ledger.find_journal(conn, inp.unless_posted) is not None:
                 return JournalResult(journal_id=None, created=False, skipped=True)
             original = await ledger.find_journal(conn, inp.original_key)
             if original is None:
                 return JournalResult(journal_id=None, created=False)
-            journal = await ledger.post_journal(
+            return await ledger.post_journal(
                 conn,
                 idempotency_key=inp.idempotency_key,
                 kind=inp.kind,
@@ -89,10 +95,10 @@ class LedgerActivities:
                 compensation=True,
                 external_ref=inp.external_ref or original.external_ref,
             )
-            return JournalResult(journal_id=journal.id, created=journal.created)
 
         async with business_errors():
-            return await in_transaction(self._engine, work)
+            done = await in_transaction(self._engine, work)
+        return done if isinstance(done, JournalResult) else _posted(done)
 
     @activity.defn
     async def place_hold(self, inp: PlaceHoldInput) -> HoldResult:
@@ -123,11 +129,11 @@ class LedgerActivities:
 
     @activity.defn
     async def capture_hold(self, inp: CaptureHoldInput) -> JournalResult:
-        async def work(conn: AsyncConnection) -> JournalResult:
+        async def work(conn: AsyncConnection) -> Journal:
             hold = await ledger.get_hold(conn, inp.hold_id)
             currency = hold.currency if hold else ""
             credits, addressed = await _resolve(conn, inp.credits, currency)
-            journal = await ledger.capture_hold(
+            return await ledger.capture_hold(
                 conn,
                 idempotency_key=inp.idempotency_key,
                 hold_id=inp.hold_id,
@@ -138,7 +144,6 @@ class LedgerActivities:
                 description=inp.description,
                 external_ref=inp.external_ref,
             )
-            return JournalResult(journal_id=journal.id, created=journal.created)
 
         async with business_errors():
-            return await in_transaction(self._engine, work)
+            return _posted(await in_transaction(self._engine, work))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from temporalio.client import Client
@@ -30,9 +30,20 @@ from db.engine import make_engine
 from payweave import __version__
 from payweave.metrics import REQUEST_SECONDS
 from payweave.settings import Settings, get_settings
+from payweave.tracing import instrument_app
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 
-def create_app(settings: Settings | None = None, *, temporal: Client | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    temporal: Client | None = None,
+    tracer_provider: TracerProvider | None = None,
+) -> FastAPI:
+    """The app. Tracing (server spans, trace context on to Temporal) is on with ``PAYWEAVE_OTEL_ENABLED``, or
+    with an explicit ``tracer_provider``; a ``temporal`` client given here brings its own interceptors."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -47,7 +58,7 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
         app.state.payments_engine = make_engine(
             settings.payments_database_url, pool_size=settings.database_pool_size
         )
-        app.state.temporal = temporal or await connect(settings)
+        app.state.temporal = temporal or await connect(settings, tracer_provider=tracer_provider)
         try:
             yield
         finally:
@@ -90,4 +101,5 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
         webhooks.router,
     ):
         app.include_router(router)
+    instrument_app(app, settings, tracer_provider)
     return app

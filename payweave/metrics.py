@@ -1,8 +1,21 @@
-"""Prometheus metrics (served by the API at /metrics)."""
+"""Prometheus metrics: the API serves them at ``/metrics``, the worker on ``PAYWEAVE_WORKER_METRICS_PORT``.
+
+Each process serves what it counts: the API its requests, saga starts, webhooks, rate limits and the open holds;
+the worker what its activities did (sagas completed, ledger journals, sweeper repairs, reconciliation). Both also
+serve Temporal's SDK metrics (``payweave/telemetry.py``). Workflow code never counts: a replay would count
+again. Activities count after their transaction committed, and only a change that transaction made.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+import time
+from collections.abc import Iterable
+
+from prometheus_client import Counter, Gauge, Histogram
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from payweave.contracts.ledger import Journal
 
 WEBHOOK_EVENTS = Counter(
     "payweave_webhook_events_total",
@@ -35,3 +48,78 @@ RATE_LIMITED = Counter(
     "API requests refused with 429 by the rate limits, by scope (user, ip)",
     ["scope"],
 )
+
+# --- sagas and ledger (counted by the worker's activities, after their transaction committed) ------------
+
+SAGAS_COMPLETED = Counter(
+    "payweave_sagas_completed_total",
+    "Sagas that reached their end, by kind (the workflow id's prefix, as in payweave_sagas_started_total), "
+    "outcome (succeeded; compensated: ended without its effect, whatever it had done undone) and final status",
+    ["kind", "outcome", "status"],
+)
+LEDGER_JOURNALS = Counter(
+    "payweave_ledger_journals_total",
+    "Ledger journals posted (balanced sets of entries; an idempotent replay by key is not counted), by kind",
+    ["kind"],
+)
+# Read from the wallet database when the API's /metrics is scraped (every API replica reports the same value).
+HOLDS_OPEN = Gauge("payweave_holds_open", "Open wallet holds, by currency", ["currency"])
+HOLDS_OPEN_AMOUNT = Gauge(
+    "payweave_holds_open_amount",
+    "Money reserved by open wallet holds, in minor units, by currency",
+    ["currency"],
+)
+
+# Per saga kind: the statuses its row ends in, and the one of them that means it succeeded.
+SAGA_ENDS: dict[str, tuple[frozenset[str], str]] = {
+    "deposit": (frozenset({"succeeded", "failed", "expired", "canceled", "refunded"}), "succeeded"),
+    "transfer": (frozenset({"completed", "failed"}), "completed"),
+    "checkout": (frozenset({"paid", "failed", "expired", "canceled"}), "paid"),
+    "refund": (frozenset({"succeeded", "failed"}), "succeeded"),
+    "groupbuy": (frozenset({"completed", "refunded"}), "completed"),
+}
+
+
+def saga_ended(kind: str, before: str | None, after: str) -> None:
+    """Count a saga whose row just moved from a non-final status (``before``) to a final one (``after``).
+
+    Called once the transaction that moved it committed; a retry that finds the row final already counts
+    nothing, so each saga is counted at most once."""
+    ends, success = SAGA_ENDS[kind]
+    if after in ends and before not in ends:
+        SAGAS_COMPLETED.labels(kind, "succeeded" if after == success else "compensated", after).inc()
+
+
+def journals_posted(journals: Iterable[Journal | None]) -> None:
+    """Count the journals a committed transaction inserted (``created``; not those found by their key)."""
+    for journal in journals:
+        if journal is not None and journal.created:
+            LEDGER_JOURNALS.labels(journal.kind).inc()
+
+
+HOLDS_REFRESH_SECONDS = 5.0  # /metrics is unauthenticated: at most one holds query per this long
+_holds_refreshed_at = -HOLDS_REFRESH_SECONDS
+
+
+async def refresh_open_holds(engine: AsyncEngine) -> None:
+    """Set the open-holds gauges from the wallet database (the partial index on open holds serves it)."""
+    global _holds_refreshed_at
+    now = time.monotonic()
+    if now - _holds_refreshed_at < HOLDS_REFRESH_SECONDS:
+        return
+    _holds_refreshed_at = now
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                text(
+                    "SELECT currency, count(*) AS n, coalesce(sum(amount), 0) AS amount "
+                    "FROM holds WHERE status = 'open' GROUP BY currency"
+                )
+            )
+        ).all()
+    HOLDS_OPEN.clear()  # a currency without open holds any more reads 0, not its last value
+    HOLDS_OPEN_AMOUNT.clear()
+    for row in rows:
+        currency = row.currency.strip()
+        HOLDS_OPEN.labels(currency).set(row.n)
+        HOLDS_OPEN_AMOUNT.labels(currency).set(row.amount)

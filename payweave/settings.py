@@ -27,6 +27,7 @@ DEV_TEMPORAL_UI_PORT = 8233
 DEV_LOCALSTRIPE_PORT = 8420
 DEV_XENDIT_PORT = 8421
 DEV_API_PORT = 8000
+DEV_WORKER_METRICS_PORT = 8422
 
 
 class Settings(BaseSettings):
@@ -106,9 +107,18 @@ class Settings(BaseSettings):
     sweeper_concurrency: int = Field(default=8, gt=0)
     reconciliation_interval_seconds: int = Field(default=24 * 3600, gt=0)
     reconciliation_window_hours: int = Field(default=48, gt=0)
-    # `payweave worker` serves its Prometheus metrics (sweeper repairs, reconciliation mismatches) here.
+    # `payweave worker` serves its Prometheus metrics here: Temporal's SDK metrics and the counters its
+    # activities keep (sagas completed, ledger journals, sweeper repairs, reconciliation mismatches).
     worker_metrics_port: int | None = None
     worker_metrics_host: str = "127.0.0.1"
+    # `payweave dev` only: where its worker serves those metrics (unless PAYWEAVE_WORKER_METRICS_PORT is set).
+    dev_worker_metrics_port: int = DEV_WORKER_METRICS_PORT
+
+    # OpenTelemetry tracing (API request → workflow → activities), off by default. The exporter is configured
+    # by the standard OTEL_* variables (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_HEADERS,
+    # OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER, ...); "console" prints the spans instead (debugging).
+    otel_enabled: bool = False
+    otel_exporter: Literal["otlp", "console"] = "otlp"
 
     @field_validator("rate_limit_user", "rate_limit_ip")
     @classmethod

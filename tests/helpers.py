@@ -49,3 +49,26 @@ async def until_terminal(http: httpx.AsyncClient, auth: dict[str, str], path: st
         return r.json() if r.status_code == 200 and r.json()["status"] in TERMINAL else None
 
     return await eventually(probe)  # type: ignore[no-any-return]
+
+
+async def transfer(
+    http: httpx.AsyncClient,
+    auth: dict[str, str],
+    from_wallet_id: str,
+    to_wallet_id: str,
+    amount: int,
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A USD transfer between two wallets, waited until it ended."""
+    r = await http.post(
+        "/v1/transfers",
+        json={
+            "from_wallet_id": from_wallet_id,
+            "to_wallet_id": to_wallet_id,
+            "amount": amount,
+            "currency": "USD",
+        },
+        headers={**auth, **idem(), **(headers or {})},
+    )
+    assert r.status_code == 202, r.text
+    return await until_terminal(http, auth, f"/v1/transfers/{r.json()['id']}")

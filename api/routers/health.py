@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
@@ -10,8 +11,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from api.deps import PaymentsDB, TemporalDep, WalletDB
+from payweave.metrics import refresh_open_holds
 
 router = APIRouter(tags=["health"])
+log = logging.getLogger("payweave.api")
 
 
 @router.get("/healthz")
@@ -20,8 +23,13 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/metrics", include_in_schema=False)
-async def metrics() -> Response:
-    """Prometheus exposition format."""
+async def metrics(wallets: WalletDB) -> Response:
+    """Prometheus exposition format. The open-holds gauges are read from the wallet database first (at most
+    every few seconds); when it does not answer, the other metrics are served all the same."""
+    try:
+        await asyncio.wait_for(refresh_open_holds(wallets), timeout=2)
+    except Exception as exc:  # a scrape must not fail because one gauge could not be read
+        log.warning("open holds not read for /metrics: %s", type(exc).__name__)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
