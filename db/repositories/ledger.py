@@ -203,6 +203,62 @@ async def find_journal(conn: AsyncConnection, idempotency_key: str) -> Journal |
     )
 
 
+# A journal in ONE statement (one round trip), in this order:
+# 1. the journal row, keyed: ON CONFLICT DO NOTHING waits for a concurrent attempt with the same key and then
+#    returns nothing (the caller reads the first result);
+# 2. only if the row is new (EXISTS): every wallet the journal touches, locked in id order FOR NO KEY UPDATE.
+#    Locking waits for step 1, so a duplicate holds no wallet while it waits on the key (no deadlock with the
+#    first attempt), and locks nothing once that committed;
+# 3. the checks of ``_check_postings`` on the locked rows (a wallet that fails one is ``refused``);
+# 4. only if nothing is refused: balances move and the entries are written, each entry's balance_after read back
+#    from the balance the UPDATE produced (the wallet's final balance minus its later postings in the journal).
+# Result: no row = the key existed; one row with a NULL entry id = a check refused (``_check_postings`` then says
+# which); otherwise one row per entry. The CHECK constraints stay the last word on balance and held.
+_POST_JOURNAL = text(
+    """
+    WITH journal AS (
+        INSERT INTO journals (idempotency_key, kind, currency, description, saga_id, hold_id, external_ref)
+        VALUES (:key, :kind, :currency, :description, :saga_id, :hold_id, :external_ref)
+        ON CONFLICT (idempotency_key) DO NOTHING
+        RETURNING id
+    ), posting AS (
+        SELECT * FROM unnest(CAST(:wallets AS text[]), CAST(:amounts AS bigint[]))
+                      WITH ORDINALITY AS p(wallet_id, amount, n)
+    ), delta AS (
+        SELECT wallet_id AS id, CAST(sum(amount) AS bigint) AS amount FROM posting GROUP BY wallet_id
+    ), locked AS MATERIALIZED (
+        SELECT id, currency, kind, status, balance, held FROM wallets
+        WHERE id IN (SELECT id FROM delta) AND EXISTS (SELECT FROM journal)
+        ORDER BY id FOR NO KEY UPDATE
+    ), refused AS (
+        SELECT d.id FROM delta d LEFT JOIN locked w ON w.id = d.id
+        WHERE NOT coalesce(
+            w.id IS NOT NULL
+            AND NOT (w.kind = 'system' AND w.id = ANY(CAST(:customer_wallets AS text[])))
+            AND CAST(w.currency AS text) = CAST(:currency AS text)
+            AND (w.id = ANY(CAST(:held_debits AS text[]))
+                 OR w.kind = 'system'
+                 OR (CAST(:compensation AS boolean) AND d.amount > 0)
+                 OR (w.status = 'active' AND (d.amount >= 0 OR w.balance - w.held + d.amount >= 0))),
+            false)
+    ), moved AS (
+        UPDATE wallets w SET balance = w.balance + d.amount, updated_at = now()
+        FROM delta d
+        WHERE w.id = d.id AND EXISTS (SELECT FROM journal) AND NOT EXISTS (SELECT FROM refused)
+        RETURNING w.id, w.balance, d.amount AS delta
+    ), entry AS (
+        INSERT INTO entries (journal_id, wallet_id, amount, currency, balance_after)
+        SELECT j.id, p.wallet_id, p.amount, :currency,
+               m.balance - m.delta + CAST(sum(p.amount) OVER (PARTITION BY p.wallet_id ORDER BY p.n) AS bigint)
+        FROM journal j CROSS JOIN posting p JOIN moved m ON m.id = p.wallet_id
+        ORDER BY p.n
+        RETURNING id, journal_id, wallet_id, amount, currency, balance_after, created_at
+    )
+    SELECT journal.id AS jid, entry.* FROM journal LEFT JOIN entry ON true
+    """
+)
+
+
 async def post_journal(
     conn: AsyncConnection,
     *,
@@ -229,13 +285,9 @@ async def post_journal(
     """
     if sum(p.amount for p in postings) != 0 or len(postings) < 2 or any(p.amount == 0 for p in postings):
         raise errors.InvalidAmount("a journal needs two or more non-zero postings that sum to zero")
-    new_id = (
+    rows = (
         await conn.execute(
-            text(
-                "INSERT INTO journals (idempotency_key, kind, currency, description, saga_id, hold_id, external_ref) "
-                "VALUES (:key, :kind, :currency, :description, :saga_id, :hold_id, :external_ref) "
-                "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
-            ),
+            _POST_JOURNAL,
             {
                 "key": idempotency_key,
                 "kind": kind,
@@ -244,18 +296,48 @@ async def post_journal(
                 "saga_id": saga_id,
                 "hold_id": hold_id,
                 "external_ref": external_ref,
+                "wallets": [p.wallet_id for p in postings],
+                "amounts": [p.amount for p in postings],
+                "customer_wallets": list(customer_wallets),
+                "held_debits": list(held_debits),
+                "compensation": compensation,
             },
         )
-    ).scalar()
-    if new_id is None:  # an earlier (or concurrent, now committed) attempt posted it
+    ).all()
+    if not rows:  # an earlier (or concurrent, now committed) attempt posted it
         existing = await find_journal(conn, idempotency_key)
         assert existing is not None
         return existing
+    if rows[0].id is None:  # a check refused: say which (the wallets are still locked, nothing moved)
+        per_wallet: dict[str, int] = defaultdict(int)
+        for p in postings:
+            per_wallet[p.wallet_id] += p.amount
+        locked = await _lock_wallets(conn, list(per_wallet))
+        _check_postings(locked, per_wallet, currency, compensation, customer_wallets, held_debits)
+        raise RuntimeError(f"journal {idempotency_key}: refused by the database, allowed by _check_postings")
+    if len(rows) != len(postings):  # every wallet was locked and moved: never commit half a journal
+        raise RuntimeError(f"journal {idempotency_key}: {len(rows)} entries for {len(postings)} postings")
+    return Journal(
+        id=rows[0].jid,
+        idempotency_key=idempotency_key,
+        kind=kind,
+        currency=currency,
+        entries=sorted((Entry.model_validate(dict(r._mapping)) for r in rows), key=lambda e: e.id),
+        created=True,
+        external_ref=external_ref,
+    )
 
-    per_wallet: dict[str, int] = defaultdict(int)
-    for p in postings:
-        per_wallet[p.wallet_id] += p.amount
-    locked = await _lock_wallets(conn, list(per_wallet))
+
+def _check_postings(
+    locked: dict[str, Wallet],
+    per_wallet: dict[str, int],
+    currency: str,
+    compensation: bool,
+    customer_wallets: Collection[str],
+    held_debits: Collection[str],
+) -> None:
+    """The rules a journal's wallets must pass (mirrored in ``_POST_JOURNAL``'s ``refused``): raises the first
+    one that fails."""
     for wallet_id, amount in per_wallet.items():
         wallet = locked.get(wallet_id)
         if wallet is not None and wallet.kind == "system" and wallet_id in customer_wallets:
@@ -265,48 +347,6 @@ async def post_journal(
                 raise errors.CurrencyMismatch(f"wallet {wallet_id} holds {wallet.currency}, not {currency}")
             continue
         _check_posting(wallet, wallet_id, amount, currency, compensation=compensation)
-
-    balances = await conn.execute(
-        text(
-            "UPDATE wallets w SET balance = w.balance + d.amount, updated_at = now() "
-            "FROM unnest(CAST(:ids AS text[]), CAST(:amounts AS bigint[])) AS d(id, amount) "
-            "WHERE w.id = d.id RETURNING w.id, w.balance"
-        ),
-        {"ids": list(per_wallet), "amounts": list(per_wallet.values())},
-    )
-    balance_now = {r.id: r.balance for r in balances}
-    # balance_after of each entry: walk the postings of one wallet back from its final balance.
-    afters = [0] * len(postings)
-    running = dict(balance_now)
-    for i in range(len(postings) - 1, -1, -1):
-        afters[i] = running[postings[i].wallet_id]
-        running[postings[i].wallet_id] -= postings[i].amount
-    rows = await conn.execute(
-        text(
-            "INSERT INTO entries (journal_id, wallet_id, amount, currency, balance_after) "
-            "SELECT :jid, d.wallet_id, d.amount, :currency, d.balance_after "
-            "FROM unnest(CAST(:wallets AS text[]), CAST(:amounts AS bigint[]), CAST(:afters AS bigint[])) "
-            "     WITH ORDINALITY AS d(wallet_id, amount, balance_after, n) ORDER BY d.n "
-            "RETURNING id, journal_id, wallet_id, amount, currency, balance_after, created_at"
-        ),
-        {
-            "jid": new_id,
-            "currency": currency,
-            "wallets": [p.wallet_id for p in postings],
-            "amounts": [p.amount for p in postings],
-            "afters": afters,
-        },
-    )
-    entries = sorted((Entry.model_validate(dict(r._mapping)) for r in rows), key=lambda e: e.id)
-    return Journal(
-        id=new_id,
-        idempotency_key=idempotency_key,
-        kind=kind,
-        currency=currency,
-        entries=entries,
-        created=True,
-        external_ref=external_ref,
-    )
 
 
 # --- holds ---------------------------------------------------------------------------------------------

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from db.engine import in_transaction
 from db.repositories import ledger
 from payweave import errors
-from payweave.contracts.ledger import Posting, Wallet
+from payweave.contracts.ledger import Hold, Posting, Wallet
 
 
 async def new_wallet(engine: AsyncEngine, currency: str = "USD") -> Wallet:
@@ -53,6 +54,32 @@ async def read(engine: AsyncEngine, wallet_id: str) -> Wallet:
     return wallet
 
 
+def placing(
+    wallet_id: str, amount: int, *, key: str | None = None, hold_id: str | None = None
+) -> Callable[[AsyncConnection], Awaitable[Hold]]:
+    """A unit of work placing a USD hold: a fresh key and hold id on every call unless given."""
+
+    async def work(conn: AsyncConnection) -> Hold:
+        return await ledger.place_hold(
+            conn,
+            idempotency_key=key or f"h:{uuid.uuid4().hex}",
+            hold_id=hold_id or f"hld_{uuid.uuid4().hex}",
+            wallet_id=wallet_id,
+            amount=amount,
+            currency="USD",
+            expires_at=datetime.now(UTC) + timedelta(minutes=5),
+        )
+
+    return work
+
+
+async def set_status(engine: AsyncEngine, wallet: Wallet, status: str) -> None:
+    async def work(conn: AsyncConnection) -> None:
+        await ledger.set_wallet_status(conn, wallet.id, status)
+
+    await in_transaction(engine, work)
+
+
 async def test_concurrent_duplicate_journal_posts_have_one_effect(wallet_engine: AsyncEngine) -> None:
     a, b = await new_wallet(wallet_engine), await new_wallet(wallet_engine)
     await fund(wallet_engine, a, 1_000)
@@ -78,19 +105,7 @@ async def test_concurrent_duplicate_holds_have_one_effect(wallet_engine: AsyncEn
     a = await new_wallet(wallet_engine)
     await fund(wallet_engine, a, 500)
     key = f"hold:{uuid.uuid4().hex}"
-    expires = datetime.now(UTC) + timedelta(minutes=5)
-
-    async def hold(conn: AsyncConnection):  # type: ignore[no-untyped-def]
-        return await ledger.place_hold(
-            conn,
-            idempotency_key=key,
-            hold_id=f"hld_{uuid.uuid4().hex}",
-            wallet_id=a.id,
-            amount=200,
-            currency="USD",
-            expires_at=expires,
-        )
-
+    hold = placing(a.id, 200, key=key)  # a new hold id each attempt, one key
     results = await asyncio.gather(*(in_transaction(wallet_engine, hold) for _ in range(10)))
     assert len({h.id for h in results}) == 1
     w = await read(wallet_engine, a.id)
@@ -173,25 +188,9 @@ async def test_entries_are_immutable_and_journals_must_balance(wallet_engine: As
 async def test_hold_capture_partial_and_release(wallet_engine: AsyncEngine) -> None:
     buyer, merchant = await new_wallet(wallet_engine), await new_wallet(wallet_engine)
     await fund(wallet_engine, buyer, 1_000)
-    expires = datetime.now(UTC) + timedelta(minutes=5)
-
-    def place(amount: int):  # type: ignore[no-untyped-def]
-        async def work(conn: AsyncConnection):  # type: ignore[no-untyped-def]
-            return await ledger.place_hold(
-                conn,
-                idempotency_key=f"h:{uuid.uuid4().hex}",
-                hold_id=f"hld_{uuid.uuid4().hex}",
-                wallet_id=buyer.id,
-                amount=amount,
-                currency="USD",
-                expires_at=expires,
-            )
-
-        return work
-
-    hold = await in_transaction(wallet_engine, place(600))
+    hold = await in_transaction(wallet_engine, placing(buyer.id, 600))
     with pytest.raises(errors.InsufficientFunds):
-        await in_transaction(wallet_engine, place(600))  # only 400 available now
+        await in_transaction(wallet_engine, placing(buyer.id, 600))  # only 400 available now
     key = f"cap:{uuid.uuid4().hex}"
 
     async def capture(conn: AsyncConnection):  # type: ignore[no-untyped-def]
@@ -210,7 +209,7 @@ async def test_hold_capture_partial_and_release(wallet_engine: AsyncEngine) -> N
     assert (b.balance, b.held, b.available) == (550, 0, 550)
     assert (await read(wallet_engine, merchant.id)).balance == 450
 
-    released_hold = await in_transaction(wallet_engine, place(500))
+    released_hold = await in_transaction(wallet_engine, placing(buyer.id, 500))
 
     async def release(conn: AsyncConnection):  # type: ignore[no-untyped-def]
         return await ledger.release_hold(conn, hold_id=released_hold.id)
@@ -223,11 +222,7 @@ async def test_hold_capture_partial_and_release(wallet_engine: AsyncEngine) -> N
 @pytest.mark.parametrize("status,code", [("frozen", errors.WalletFrozen), ("closed", errors.WalletClosed)])
 async def test_inactive_wallets_refuse_postings(wallet_engine: AsyncEngine, status: str, code: type) -> None:
     w = await new_wallet(wallet_engine)
-
-    async def set_status(conn: AsyncConnection) -> None:
-        await ledger.set_wallet_status(conn, w.id, status)
-
-    await in_transaction(wallet_engine, set_status)
+    await set_status(wallet_engine, w, status)
     with pytest.raises(code):
         await fund(wallet_engine, w, 10)
 
@@ -239,21 +234,9 @@ async def test_concurrent_holds_and_captures_on_one_wallet_do_not_deadlock(
     and captures racing journals on the same wallets must not deadlock either (no leaked 40P01)."""
     buyer, merchant = await new_wallet(wallet_engine), await new_wallet(wallet_engine)
     await fund(wallet_engine, buyer, 10_000)
-    expires = datetime.now(UTC) + timedelta(minutes=5)
 
-    def hold(i: int):  # type: ignore[no-untyped-def]
-        async def work(conn: AsyncConnection):  # type: ignore[no-untyped-def]
-            return await ledger.place_hold(
-                conn,
-                idempotency_key=f"dl:{buyer.id}:{i}",
-                hold_id=f"hld_{buyer.id}_{i}",
-                wallet_id=buyer.id,
-                amount=100,
-                currency="USD",
-                expires_at=expires,
-            )
-
-        return work
+    def hold(i: int) -> Callable[[AsyncConnection], Awaitable[Hold]]:
+        return placing(buyer.id, 100, key=f"dl:{buyer.id}:{i}", hold_id=f"hld_{buyer.id}_{i}")
 
     async def no_retry(work):  # type: ignore[no-untyped-def]
         async with wallet_engine.begin() as conn:
@@ -294,3 +277,143 @@ async def test_concurrent_holds_and_captures_on_one_wallet_do_not_deadlock(
     b, m = await read(wallet_engine, buyer.id), await read(wallet_engine, merchant.id)
     assert (b.balance, b.held) == (10_000 - 2_500 + 25, 2_500)
     assert m.balance == 2_500 + 25
+
+
+async def test_a_new_journal_is_one_statement_and_each_entry_records_its_balance_after(
+    wallet_engine: AsyncEngine,
+) -> None:
+    """post_journal writes a new journal in one round trip (B3), and balance_after walks every wallet's
+    postings in order, also when a wallet appears more than once."""
+    a, b = await new_wallet(wallet_engine), await new_wallet(wallet_engine)
+    await fund(wallet_engine, a, 1_000)
+    statements: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement)
+
+    async def work(conn: AsyncConnection):  # type: ignore[no-untyped-def]
+        event.listen(conn.sync_connection, "before_cursor_execute", count)
+        return await ledger.post_journal(
+            conn,
+            idempotency_key=f"walk:{uuid.uuid4().hex}",
+            kind="transfer",
+            currency="USD",
+            postings=[
+                Posting(wallet_id=a.id, amount=-100),
+                Posting(wallet_id=b.id, amount=60),
+                Posting(wallet_id=a.id, amount=-20),
+                Posting(wallet_id=b.id, amount=80),
+                Posting(wallet_id=a.id, amount=20),
+                Posting(wallet_id=b.id, amount=-40),
+            ],
+        )
+
+    journal = await in_transaction(wallet_engine, work)
+    assert len(statements) == 1
+    assert [(e.wallet_id, e.amount, e.balance_after) for e in journal.entries] == [
+        (a.id, -100, 900),
+        (b.id, 60, 60),
+        (a.id, -20, 880),
+        (b.id, 80, 140),
+        (a.id, 20, 900),
+        (b.id, -40, 100),
+    ]
+    assert [e.id for e in journal.entries] == sorted(e.id for e in journal.entries)
+    assert (await read(wallet_engine, a.id)).balance == 900
+    assert (await read(wallet_engine, b.id)).balance == 100
+
+
+@pytest.mark.parametrize(
+    "case,code",
+    [
+        ("unknown wallet", errors.WalletNotFound),
+        ("system account addressed by a customer", errors.WalletNotFound),
+        ("other currency", errors.CurrencyMismatch),
+        ("held debit in another currency", errors.CurrencyMismatch),
+        ("debit beyond available", errors.InsufficientFunds),
+        ("debit from frozen", errors.WalletFrozen),
+        ("credit to closed", errors.WalletClosed),
+        ("compensation debit from frozen", errors.WalletFrozen),
+    ],
+)
+async def test_a_refused_journal_raises_its_error_and_writes_nothing(
+    wallet_engine: AsyncEngine, case: str, code: type
+) -> None:
+    a, b, eur = (
+        await new_wallet(wallet_engine),
+        await new_wallet(wallet_engine),
+        await new_wallet(wallet_engine, "EUR"),
+    )
+    await fund(wallet_engine, a, 100)
+    await fund(wallet_engine, b, 100)
+    await fund(wallet_engine, eur, 100)
+    await in_transaction(wallet_engine, placing(a.id, 60))  # a: balance 100, available 40
+    src, dst, amount, options = a.id, b.id, 10, {}
+    if case == "unknown wallet":
+        dst = f"wal_{uuid.uuid4().hex}"
+    elif case == "system account addressed by a customer":
+        dst = ledger.system_wallet_id("escrow", "USD")
+        options = {"customer_wallets": {dst}}
+    elif case == "other currency":
+        dst = eur.id
+    elif case == "held debit in another currency":
+        src, options = eur.id, {"held_debits": {eur.id}}
+    elif case == "debit beyond available":
+        amount = 41
+    elif case == "debit from frozen":
+        await set_status(wallet_engine, a, "frozen")
+    elif case == "credit to closed":
+        await set_status(wallet_engine, b, "closed")
+    elif case == "compensation debit from frozen":
+        await set_status(wallet_engine, a, "frozen")
+        options = {"compensation": True}
+    before = {w: (await read(wallet_engine, w)).balance for w in (a.id, b.id, eur.id)}
+    key = f"refused:{uuid.uuid4().hex}"
+
+    async def post(conn: AsyncConnection) -> None:
+        await ledger.ensure_system_wallet(conn, "escrow", "USD")
+        await ledger.post_journal(
+            conn,
+            idempotency_key=key,
+            kind="transfer",
+            currency="USD",
+            postings=[Posting(wallet_id=src, amount=-amount), Posting(wallet_id=dst, amount=amount)],
+            **options,  # type: ignore[arg-type]
+        )
+
+    with pytest.raises(code):
+        await in_transaction(wallet_engine, post)
+
+    async def journal(conn: AsyncConnection):  # type: ignore[no-untyped-def]
+        return await ledger.find_journal(conn, key)
+
+    assert await in_transaction(wallet_engine, journal) is None
+    assert {w: (await read(wallet_engine, w)).balance for w in before} == before
+
+
+async def test_a_compensation_credit_and_a_held_debit_pass_a_freeze(wallet_engine: AsyncEngine) -> None:
+    """An undo gives money back to a frozen wallet; a debit a hold already reserved is taken from one."""
+    a, b = await new_wallet(wallet_engine), await new_wallet(wallet_engine)
+    await fund(wallet_engine, a, 100)
+    await set_status(wallet_engine, a, "frozen")
+    await set_status(wallet_engine, b, "frozen")
+
+    def post(**options: object):  # type: ignore[no-untyped-def]
+        async def work(conn: AsyncConnection):  # type: ignore[no-untyped-def]
+            return await ledger.post_journal(
+                conn,
+                idempotency_key=f"pass:{uuid.uuid4().hex}",
+                kind="transfer",
+                currency="USD",
+                postings=[Posting(wallet_id=a.id, amount=-30), Posting(wallet_id=b.id, amount=30)],
+                **options,  # type: ignore[arg-type]
+            )
+
+        return work
+
+    assert (await in_transaction(wallet_engine, post(held_debits={a.id}, compensation=True))).created
+    with pytest.raises(errors.WalletFrozen):  # the credit alone passes (compensation), not the debit
+        await in_transaction(wallet_engine, post(compensation=True))
+    with pytest.raises(errors.WalletFrozen):  # the debit alone passes (held), not the credit
+        await in_transaction(wallet_engine, post(held_debits={a.id}))
+    assert ((await read(wallet_engine, a.id)).balance, (await read(wallet_engine, b.id)).balance) == (70, 30)
