@@ -1,10 +1,11 @@
 """``payweave dev``: the whole platform on one machine, started in order, stopped in reverse order.
 
-PostgreSQL → migrations → Temporal dev server (+ Web UI) → localstripe → Xendit emulator → worker → API. A
-part whose setting was given explicitly (environment or ``.env``) is not started: that setting points at a real
-one. Everything lives in ``data_dir`` (default ``.payweave/``), so a second run finds its data again: the
-PostgreSQL cluster, ``temporal.db``, ``localstripe.pickle``, ``xendit.pickle``, the generated secrets in
-``dev.env`` and the logs of the background services in ``logs/``. Worker and API log to the terminal, prefixed.
+PostgreSQL → migrations → Temporal dev server (+ Web UI) → localstripe → Xendit emulator → worker (metrics on
+``PAYWEAVE_DEV_WORKER_METRICS_PORT``) → API. A part whose setting was given explicitly (environment or ``.env``)
+is not started: that setting points at a real one. Everything lives in ``data_dir`` (default ``.payweave/``), so
+a second run finds its data again: the PostgreSQL cluster, ``temporal.db``, ``localstripe.pickle``,
+``xendit.pickle``, the generated secrets in ``dev.env`` and the logs of the background services in ``logs/``.
+Worker and API log to the terminal, prefixed.
 """
 
 from __future__ import annotations
@@ -244,6 +245,10 @@ class _Stack:
         self.started.append("xendit")
 
     def _start_app(self) -> None:
+        if "worker_metrics_port" not in self.settings.model_fields_set:  # the worker serves its metrics here
+            port = self.settings.dev_worker_metrics_port
+            _require_free(port, "worker metrics", "PAYWEAVE_WORKER_METRICS_PORT")
+            self._update(worker_metrics_port=port)
         settings = self.settings
         _require_free(settings.api_port, "API", "PAYWEAVE_API_PORT")
         env = child_env(settings)
@@ -262,6 +267,10 @@ class _Stack:
         table.add_column(overflow="fold")  # URLs must stay whole, not end in "…"
         table.add_row("API", api)
         table.add_row("API docs", f"{api}/docs")
+        metrics = f"{api}/metrics"
+        if s.worker_metrics_port is not None:
+            metrics += f", {_local_url(s.worker_metrics_host, s.worker_metrics_port)}/metrics (worker)"
+        table.add_row("Metrics", metrics)
         table.add_row("Temporal Web UI", s.temporal_ui_url)
         table.add_row("Temporal", f"{s.temporal_address} (namespace {s.temporal_namespace})")
         table.add_row("Stripe", s.stripe_api_base or "api.stripe.com (real)")

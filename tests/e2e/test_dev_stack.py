@@ -27,6 +27,7 @@ def start_dev(tmp: Path, ports: dict[str, int]) -> subprocess.Popen[bytes]:
             "PAYWEAVE_DEV_LOCALSTRIPE_PORT": str(ports["stripe"]),
             "PAYWEAVE_DEV_XENDIT_PORT": str(ports["xendit"]),
             "PAYWEAVE_API_PORT": str(ports["api"]),
+            "PAYWEAVE_DEV_WORKER_METRICS_PORT": str(ports["metrics"]),
         }
     )
     # Its own session, like a terminal's foreground job: Ctrl-C is SIGINT to the whole process group.
@@ -60,8 +61,24 @@ def ctrl_c(process: subprocess.Popen[bytes]) -> list[psutil.Process]:
     return family
 
 
+def worker_metrics(port: int, series: str, timeout: float = 30) -> str:
+    """The worker's /metrics once it shows ``series`` (the worker may still be starting its pollers)."""
+    started = time.monotonic()
+    while True:
+        try:
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+            if series in text:
+                return text
+        except httpx.HTTPError:
+            text = ""
+        assert time.monotonic() - started < timeout, (
+            f"no {series} on the worker's metrics port:\n{text[-2000:]}"
+        )
+        time.sleep(0.25)  # polling a condition (the worker's pollers started), bounded by the timeout
+
+
 def test_dev_stack_starts_serves_and_stops_cleanly_and_keeps_its_data(tmp_path: Path) -> None:
-    ports = {name: free_port() for name in ("pg", "temporal", "ui", "stripe", "xendit", "api")}
+    ports = {name: free_port() for name in ("pg", "temporal", "ui", "stripe", "xendit", "api", "metrics")}
     api = f"http://127.0.0.1:{ports['api']}"
     log = tmp_path / "dev.out"
 
@@ -88,6 +105,9 @@ def test_dev_stack_starts_serves_and_stops_cleanly_and_keeps_its_data(tmp_path: 
         auth = {"Authorization": f"Bearer {token}"}
         created = httpx.post(f"{api}/v1/wallets", json={"currency": "USD"}, headers=auth)
         assert created.status_code == 201, created.text
+        # One scrape target per process: the API's /metrics, the worker's metrics port; both with Temporal's.
+        assert "payweave_http_request_seconds_count" in httpx.get(f"{api}/metrics").text
+        assert "temporal_request_total" in worker_metrics(ports["metrics"], "temporal_num_pollers")
     finally:
         family = ctrl_c(process) if process.poll() is None else []
 
