@@ -21,6 +21,16 @@ from payweave.contracts.commerce import Order, Refund, Reservation
 from payweave.metrics import saga_ended
 
 
+async def move_order(conn: AsyncConnection, mark: MarkOrderInput) -> tuple[str | None, Order]:
+    """Move the order's status (row locked first); also the status it had, for ``saga_ended("checkout", ...)``
+    once the transaction committed."""
+    before = await commerce.get_order(conn, mark.order_id, for_update=True)
+    after = await commerce.update_order(
+        conn, order_id=mark.order_id, status=mark.status, failure_code=mark.failure_code
+    )
+    return (before.status if before else None), after
+
+
 class OrderActivities:
     def __init__(self, payments_engine: AsyncEngine) -> None:
         self._engine = payments_engine
@@ -81,15 +91,8 @@ class OrderActivities:
 
     @activity.defn
     async def mark_order(self, inp: MarkOrderInput) -> Order:
-        async def work(conn: AsyncConnection) -> tuple[str | None, Order]:
-            before = await commerce.get_order(conn, inp.order_id, for_update=True)
-            after = await commerce.update_order(
-                conn, order_id=inp.order_id, status=inp.status, failure_code=inp.failure_code
-            )
-            return (before.status if before else None), after
-
         async with business_errors():
-            before, order = await in_transaction(self._engine, work)
+            before, order = await in_transaction(self._engine, lambda conn: move_order(conn, inp))
         saga_ended("checkout", before, order.status)  # a checkout saga ends with its order
         return order
 

@@ -99,6 +99,7 @@ def journals_posted(journals: Iterable[Journal | None]) -> None:
 
 HOLDS_REFRESH_SECONDS = 5.0  # /metrics is unauthenticated: at most one holds query per this long
 _holds_refreshed_at = -HOLDS_REFRESH_SECONDS
+_holds_currencies: set[str] = set()
 
 
 async def refresh_open_holds(engine: AsyncEngine) -> None:
@@ -117,9 +118,9 @@ async def refresh_open_holds(engine: AsyncEngine) -> None:
                 )
             )
         ).all()
-    HOLDS_OPEN.clear()  # a currency without open holds any more reads 0, not its last value
-    HOLDS_OPEN_AMOUNT.clear()
-    for row in rows:
-        currency = row.currency.strip()
-        HOLDS_OPEN.labels(currency).set(row.n)
-        HOLDS_OPEN_AMOUNT.labels(currency).set(row.amount)
+    found = {row.currency.strip(): (row.n, row.amount) for row in rows}
+    _holds_currencies.update(found)  # a currency seen once reads 0 when its holds are all gone
+    for currency in _holds_currencies:
+        n, amount = found.get(currency, (0, 0))
+        HOLDS_OPEN.labels(currency).set(n)
+        HOLDS_OPEN_AMOUNT.labels(currency).set(amount)
