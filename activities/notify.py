@@ -13,15 +13,34 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from temporalio import activity
 
+from activities.errors import business_errors
 from db.engine import in_transaction
+from db.repositories import commerce
 from db.repositories import notifications as repo
-from payweave.contracts.activities import NotifyInput
+from payweave.contracts.activities import FinishOrderInput, NotifyInput
+from payweave.contracts.commerce import Order
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
     """``Payweave-Signature`` header: ``t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">`` (Stripe's scheme)."""
     mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
     return f"t={timestamp},v1={mac}"
+
+
+async def _store(conn: AsyncConnection, inp: NotifyInput) -> list[repo.Notification]:
+    """One row per recipient, keyed: the rows this call stored (none on a retry that finds them stored)."""
+    stored = []
+    for recipient in dict.fromkeys(inp.recipients):
+        row = await repo.store(
+            conn,
+            idempotency_key=f"{inp.idempotency_key}:{recipient}",
+            recipient=recipient,
+            kind=inp.kind,
+            data=inp.data,
+        )
+        if row is not None:
+            stored.append(row)
+    return stored
 
 
 class NotifyActivities:
@@ -35,26 +54,30 @@ class NotifyActivities:
     @activity.defn
     async def notify(self, inp: NotifyInput) -> int:
         """Returns how many notifications this call stored (0 on a retry that finds them stored)."""
+        stored = await in_transaction(self._engine, lambda conn: _store(conn, inp))
+        await self._deliver_all(stored)
+        return len(stored)
 
-        async def work(conn: AsyncConnection) -> list[repo.Notification]:
-            stored = []
-            for recipient in dict.fromkeys(inp.recipients):
-                row = await repo.store(
-                    conn,
-                    idempotency_key=f"{inp.idempotency_key}:{recipient}",
-                    recipient=recipient,
-                    kind=inp.kind,
-                    data=inp.data,
-                )
-                if row is not None:
-                    stored.append(row)
-            return stored
+    @activity.defn
+    async def finish_order(self, inp: FinishOrderInput) -> Order:
+        """A checkout's last step in one transaction: the order's final status and its notifications."""
 
-        stored = await in_transaction(self._engine, work)
+        async def work(conn: AsyncConnection) -> tuple[Order, list[repo.Notification]]:
+            mark = inp.order
+            order = await commerce.update_order(
+                conn, order_id=mark.order_id, status=mark.status, failure_code=mark.failure_code
+            )
+            return order, await _store(conn, inp.notification)
+
+        async with business_errors():
+            order, stored = await in_transaction(self._engine, work)
+        await self._deliver_all(stored)
+        return order
+
+    async def _deliver_all(self, stored: list[repo.Notification]) -> None:
         if self._url and self._secret:
             for row in stored:
                 await self._deliver(row)
-        return len(stored)
 
     async def _deliver(self, row: repo.Notification) -> None:
         assert self._url is not None and self._secret is not None

@@ -10,6 +10,7 @@ from prometheus_client import start_http_server
 from temporalio.client import Client
 from temporalio.service import RPCError
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from db.engine import make_engine
 from payweave.schedules import ensure_schedules
@@ -18,6 +19,17 @@ from workers.client import connect
 from workers.registry import WORKFLOWS, build_activities, gateways_from_settings
 
 log = logging.getLogger("payweave.worker")
+
+# The sandbox imports each workflow's own module afresh for every run (that keeps workflow state isolated);
+# the deterministic modules they share (contracts, ids, the saga helpers; activities only for their
+# signatures) are passed through: imported once per process, not once per saga (ARCHITECTURE §5).
+SHARED_WORKFLOW_MODULES = ("payweave", "activities", "db", "workflows.saga", "workflows.gateway_payment")
+
+
+def workflow_runner() -> SandboxedWorkflowRunner:
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(*SHARED_WORKFLOW_MODULES)
+    )
 
 
 def build_worker(
@@ -34,6 +46,7 @@ def build_worker(
         client,
         task_queue=task_queue or settings.temporal_task_queue,
         workflows=list(WORKFLOWS),
+        workflow_runner=workflow_runner(),
         activities=build_activities(
             wallet_engine=wallet_engine,  # type: ignore[arg-type]
             payments_engine=payments_engine,  # type: ignore[arg-type]

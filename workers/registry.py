@@ -111,6 +111,7 @@ def build_activities(
         group_buys.group_refund_progress,
         group_buys.group_refund_outcomes,
         notify.notify,
+        notify.finish_order,
         orders.record_order,
         orders.reserve_stock,
         orders.release_stock,

@@ -17,15 +17,18 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.notify import NotifyActivities
     from activities.orders import OrderActivities
     from activities.payments import PaymentActivities
     from activities.wallet import LedgerActivities
     from payweave.contracts.activities import (
         CaptureHoldInput,
         CreateGatewayPaymentInput,
+        FinishOrderInput,
         GatewayPaymentRef,
         MarkOrderInput,
         MarkPaymentInput,
+        NotifyInput,
         PlaceHoldInput,
         PostingSpec,
         PostJournalInput,
@@ -46,6 +49,7 @@ from workflows.saga import (
     db_step,
     finish_forward,
     gateway_step,
+    local_db_steps,
     notify,
     set_search_attributes,
 )
@@ -196,7 +200,10 @@ class CheckoutWorkflow:
                     ),
                 )
             hold_id = f"hld_{inp.order_id}"
-            if inp.wallet_amount > 0:
+            # A wallet-only checkout waits for nothing between reserving and taking the money, so (since the
+            # local-steps patch) it takes it in one step: the settle journal debits the wallet directly.
+            direct = gateway_amount == 0 and local_db_steps()
+            if inp.wallet_amount > 0 and not direct:
                 assert inp.buyer_wallet_id is not None
                 saga.add(
                     "release_hold",
@@ -221,7 +228,7 @@ class CheckoutWorkflow:
                 if self._cancel_reason:
                     raise _Ended("canceled", self._cancel_reason)
             # The point of no return: once the settle is scheduled, a cancellation cannot undo it.
-            await finish_forward(self._settle(inp, wf_id, gateway_amount, hold_id))
+            await finish_forward(self._settle(inp, wf_id, gateway_amount, None if direct else hold_id))
         except BaseException as exc:
             ended = exc if isinstance(exc, _Ended) else None
             code = ended.code if ended else business_code(exc)
@@ -368,15 +375,18 @@ class CheckoutWorkflow:
                 ),
             )
 
-    async def _settle(self, inp: CheckoutInput, wf_id: str, gateway_amount: int, hold_id: str) -> None:
-        """One journal: buyer −wallet part (the captured hold), gateway_clearing −gateway part, merchant +total."""
+    async def _settle(self, inp: CheckoutInput, wf_id: str, gateway_amount: int, hold_id: str | None) -> None:
+        """One journal: buyer −wallet part (the captured hold, or a direct debit when there is no hold),
+        gateway_clearing −gateway part, merchant +total."""
         credits = [PostingSpec(wallet_id=inp.merchant_wallet_id, amount=inp.total)]
         if gateway_amount > 0:
             credits.insert(0, PostingSpec(system="gateway_clearing", amount=-gateway_amount))
+        if hold_id is None and inp.wallet_amount > 0:
+            credits.insert(0, PostingSpec(wallet_id=inp.buyer_wallet_id, amount=-inp.wallet_amount))
         description = f"order {inp.order_id}"
         # The gateway payment's row, when the journal draws on gateway_clearing (reconciliation, I5).
         external_ref = f"pay_{inp.order_id}" if gateway_amount > 0 else None
-        if inp.wallet_amount > 0:
+        if inp.wallet_amount > 0 and hold_id is not None:
             await db_step(
                 LedgerActivities.capture_hold,
                 CaptureHoldInput(
@@ -409,23 +419,28 @@ class CheckoutWorkflow:
             )
 
     async def _finish(self, inp: CheckoutInput, status: str, code: str | None) -> None:
-        await db_step(
-            OrderActivities.mark_order,
-            MarkOrderInput(order_id=inp.order_id, status=status, failure_code=code),
-        )
+        mark = MarkOrderInput(order_id=inp.order_id, status=status, failure_code=code)
+        recipients = [inp.buyer, inp.merchant] if status == "paid" else [inp.buyer]
+        data = {
+            "order_id": inp.order_id,
+            "status": status,
+            "failure_code": code,
+            "total": inp.total,
+            "currency": inp.currency,
+            "late_payment_refunded": self._view.late_payment_refunded if self._view else False,
+        }
+        if local_db_steps():  # one step: the order's status and its notifications in one transaction
+            note = NotifyInput(
+                idempotency_key=step_key(workflow.info().workflow_id, "notify"),
+                kind=f"checkout.{status}",
+                recipients=recipients,
+                data=data,
+            )
+            await db_step(NotifyActivities.finish_order, FinishOrderInput(order=mark, notification=note))
+            self._update(status=status, failure_code=code)
+            self._accept()
+            return
+        await db_step(OrderActivities.mark_order, mark)
         self._update(status=status, failure_code=code)
         self._accept()
-        recipients = [inp.buyer, inp.merchant] if status == "paid" else [inp.buyer]
-        await notify(
-            f"checkout.{status}",
-            recipients,
-            {
-                "order_id": inp.order_id,
-                "status": status,
-                "failure_code": code,
-                "total": inp.total,
-                "currency": inp.currency,
-                "late_payment_refunded": self._view.late_payment_refunded if self._view else False,
-            },
-            step="notify",
-        )
+        await notify(f"checkout.{status}", recipients, data, step="notify")

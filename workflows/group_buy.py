@@ -60,6 +60,7 @@ from workflows.gateway_payment import cancel_until_final, concerns
 from workflows.saga import (
     DB_TIMEOUT,
     MONEY_RETRY,
+    batch_step,
     business_code,
     db_step,
     finish_forward,
@@ -362,7 +363,7 @@ class GroupBuyWorkflow:
         ):
             cursor: int | None = 0
             while cursor is not None:
-                batch = await db_step(
+                batch = await batch_step(
                     activity_method,
                     BatchInput(group_buy_id=self._terms.group_buy_id, workflow_id=wf_id, after_seq=cursor),
                 )

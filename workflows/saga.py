@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError, RetryState
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
@@ -30,13 +30,56 @@ MONEY_RETRY = RetryPolicy(
 WAIT_FOR_OUTCOME = ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
 DB_TIMEOUT = timedelta(seconds=30)
 GATEWAY_TIMEOUT = timedelta(seconds=60)
+# Short database steps run as local activities: in the worker that runs the workflow task, recorded as one
+# marker each, without a round trip through the task queue (a wallet checkout goes from seven workflow tasks to
+# one or two). Histories recorded before this patch keep replaying with regular activities.
+LOCAL_DB_STEPS = "db-steps-as-local-activities"
 
 A = TypeVar("A")
 R = TypeVar("R")
 
 
+def local_db_steps() -> bool:
+    """Whether this run executes its database steps as local activities (every run started since the patch)."""
+    return workflow.patched(LOCAL_DB_STEPS)
+
+
 def db_step(activity: Callable[[Any, A], Awaitable[R]], arg: A) -> Awaitable[R]:
-    """Run a database activity method: retried until it succeeds or fails for a business reason."""
+    """Run a database activity method: retried until it succeeds or fails for a business reason.
+
+    A local activity: a crash mid-step fails the workflow task, whose retry runs the step again under the
+    same key, so the first outcome still wins.
+    """
+    if local_db_steps():
+        return _local_step(activity, arg)
+    return batch_step(activity, arg)
+
+
+async def _local_step(activity: Callable[[Any, A], Awaitable[R]], arg: A) -> R:
+    try:
+        return await workflow.execute_local_activity_method(
+            activity,
+            arg,
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=MONEY_RETRY,
+            cancellation_type=WAIT_FOR_OUTCOME,
+        )
+    except ApplicationError as exc:
+        # A local activity's business failure reaches the workflow bare; wrap it as a remote activity's
+        # arrives, so every caller (and business_code) handles one shape.
+        raise ActivityError(
+            str(exc),
+            scheduled_event_id=0,
+            started_event_id=0,
+            identity="",
+            activity_type=getattr(activity, "__name__", ""),
+            activity_id="",
+            retry_state=RetryState.NON_RETRYABLE_FAILURE,
+        ) from exc
+
+
+def batch_step(activity: Callable[[Any, A], Awaitable[R]], arg: A) -> Awaitable[R]:
+    """Run a database activity method as a regular activity (long batches: visible and retried on their own)."""
     return workflow.execute_activity_method(
         activity,
         arg,
@@ -62,19 +105,16 @@ NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attemp
 
 async def notify(kind: str, recipients: list[str], data: dict[str, Any], *, step: str) -> None:
     """Tell users what happened. Best effort: a failing notification never fails the saga."""
+    note = NotifyInput(
+        idempotency_key=f"{workflow.info().workflow_id}:{step}", kind=kind, recipients=recipients, data=data
+    )
+    options: dict[str, Any] = {"start_to_close_timeout": timedelta(seconds=30), "retry_policy": NOTIFY_RETRY}
     try:
-        await workflow.execute_activity_method(
-            NotifyActivities.notify,
-            NotifyInput(
-                idempotency_key=f"{workflow.info().workflow_id}:{step}",
-                kind=kind,
-                recipients=recipients,
-                data=data,
-            ),
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=NOTIFY_RETRY,
-        )
-    except ActivityError:
+        if local_db_steps():
+            await workflow.execute_local_activity_method(NotifyActivities.notify, note, **options)
+        else:
+            await workflow.execute_activity_method(NotifyActivities.notify, note, **options)
+    except FailureError:  # ActivityError, or a local activity's failure, which arrives bare
         workflow.logger.warning("notification %s not stored", kind)
 
 

@@ -228,3 +228,10 @@ class NotifyInput(BaseModel):
     kind: str
     recipients: list[str]
     data: dict[str, Any]
+
+
+class FinishOrderInput(BaseModel):
+    """The order's final status and the notification that tells its users, written in one transaction."""
+
+    order: MarkOrderInput
+    notification: NotifyInput

@@ -1,18 +1,20 @@
-"""A Temporal cancel that lands in the same workflow task as a money step's completion (the workflow worker
-was away while the step finished) never creates or loses money: the deposit still credits the card payment
-it made, the checkout finishes as paid once its settle journal is posted. Real Temporal, real databases,
-real localstripe; only the step is held at a gate so the race is deterministic."""
+"""A Temporal cancel racing a money step never creates or loses money: the deposit still credits the card
+payment it made when the cancel lands in the same workflow task as the (remote) create's completion, the
+checkout finishes as paid when the cancel reaches it while its (local) settle journal is being posted.
+Real Temporal, real databases, real localstripe; only the step is held at a gate so the race is deterministic."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.worker import Worker
 
@@ -63,6 +65,17 @@ async def completed(handle: WorkflowHandle[Any, Any], activity_type: str) -> boo
     return False
 
 
+async def cancel_seen(handle: WorkflowHandle[Any, Any]) -> bool:
+    """The cancel request is recorded and a workflow task has started since: the workflow has been told."""
+    requested = False
+    async for event in handle.fetch_history_events():
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED:
+            requested = True
+        elif requested and event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED:
+            return True
+    return False
+
+
 async def race(
     temporal: Client,
     activities: list[Any],
@@ -71,9 +84,13 @@ async def race(
     reached: asyncio.Event,
     release: asyncio.Event,
 ) -> WorkflowHandle[Any, Any]:
+    """A remote money step finishes while the workflow worker is away; the cancel arrives before the workflow
+    sees the completion, so both land in one workflow task."""
     queue = f"race-{uuid.uuid4().hex[:8]}"
+    # The workflow workers run the local (database) steps; the gated remote step runs on the activity worker.
+    local = {"activities": activities, "no_remote_activities": True}
     async with Worker(temporal, task_queue=queue, activities=activities):
-        workflows = Worker(temporal, task_queue=queue, workflows=list(WORKFLOWS))
+        workflows = Worker(temporal, task_queue=queue, workflows=list(WORKFLOWS), **local)
         running = asyncio.create_task(workflows.run())
         handle = await start(queue)
         await asyncio.wait_for(reached.wait(), 60)
@@ -82,11 +99,34 @@ async def race(
         release.set()  # ... while the money step finishes
         await eventually(lambda: completed(handle, step))
         await handle.cancel()  # and a cancel arrives before the workflow sees the completion
-        async with Worker(temporal, task_queue=queue, workflows=list(WORKFLOWS)):
+        async with Worker(temporal, task_queue=queue, workflows=list(WORKFLOWS), **local):
             try:
                 await handle.result()
             except WorkflowFailureError:
                 pass
+    return handle
+
+
+async def local_race(
+    temporal: Client,
+    activities: list[Any],
+    start: Callable[[str], Awaitable[WorkflowHandle[Any, Any]]],
+    reached: asyncio.Event,
+    release: asyncio.Event,
+) -> WorkflowHandle[Any, Any]:
+    """A local money step (it runs inside the workflow task) is still running when the cancel reaches the
+    workflow: the workflow task heartbeats while the step runs, and the next one carries the cancel."""
+    queue = f"race-{uuid.uuid4().hex[:8]}"
+    async with Worker(temporal, task_queue=queue, workflows=list(WORKFLOWS), activities=activities):
+        handle = await start(queue)
+        await asyncio.wait_for(reached.wait(), 60)
+        await handle.cancel()
+        await eventually(lambda: cancel_seen(handle), timeout=60)
+        release.set()
+        try:
+            await handle.result()
+        except WorkflowFailureError:
+            pass
     return handle
 
 
@@ -192,9 +232,11 @@ async def test_checkout_cancelled_with_its_settle_finishes_paid(
             ),
             id=f"checkout:test:{order_id}",
             task_queue=queue,
+            task_timeout=timedelta(seconds=2),  # heartbeats every 1.6 s while the settle runs
         )
 
-    await race(temporal, activities, start, "capture_hold", reached, release)
+    # The gate opens only once a workflow task carrying the cancel has started: the settle was still running.
+    await local_race(temporal, activities, start, reached, release)
     async with payments_engine.connect() as conn:
         order = (
             await conn.execute(text("SELECT status FROM orders WHERE id = :id"), {"id": order_id})
