@@ -14,11 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from temporalio import activity
 
 from activities.errors import business_errors
+from activities.orders import move_order
 from db.engine import in_transaction
-from db.repositories import commerce
 from db.repositories import notifications as repo
 from payweave.contracts.activities import FinishOrderInput, NotifyInput
 from payweave.contracts.commerce import Order
+from payweave.metrics import saga_ended
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
@@ -62,15 +63,13 @@ class NotifyActivities:
     async def finish_order(self, inp: FinishOrderInput) -> Order:
         """A checkout's last step in one transaction: the order's final status and its notifications."""
 
-        async def work(conn: AsyncConnection) -> tuple[Order, list[repo.Notification]]:
-            mark = inp.order
-            order = await commerce.update_order(
-                conn, order_id=mark.order_id, status=mark.status, failure_code=mark.failure_code
-            )
-            return order, await _store(conn, inp.notification)
+        async def work(conn: AsyncConnection) -> tuple[str | None, Order, list[repo.Notification]]:
+            before, order = await move_order(conn, inp.order)
+            return before, order, await _store(conn, inp.notification)
 
         async with business_errors():
-            order, stored = await in_transaction(self._engine, work)
+            before, order, stored = await in_transaction(self._engine, work)
+        saga_ended("checkout", before, order.status)  # a checkout saga ends with its order
         await self._deliver_all(stored)
         return order
 

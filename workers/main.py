@@ -15,6 +15,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from db.engine import make_engine
 from payweave.schedules import ensure_schedules
 from payweave.settings import Settings
+from payweave.tracing import setup_tracing
 from workers.client import connect
 from workers.registry import WORKFLOWS, build_activities, gateways_from_settings
 
@@ -59,6 +60,7 @@ def build_worker(
 
 
 async def run_worker(settings: Settings) -> None:
+    setup_tracing(settings, "payweave-worker")  # names this process's spans, when tracing is on
     client = await connect(settings)
     worker = build_worker(client, settings)
     if settings.worker_metrics_port is not None:
