@@ -42,15 +42,25 @@ def saga_ids(kind: str, owner: str, idempotency_key: str, prefix: str) -> tuple[
 
 
 async def claim_key(
-    engine: AsyncEngine, *, wf_id: str, resource_id: str, scope: str, body: BaseModel
+    engine: AsyncEngine,
+    *,
+    wf_id: str,
+    resource_id: str,
+    scope: str,
+    body: BaseModel,
+    then: Callable[[AsyncConnection], Awaitable[object]] | None = None,
 ) -> bool:
-    """True for the first request with this key; False for a retry (same body)."""
+    """True for the first request with this key; False for a retry (same body). ``then`` runs in the same
+    transaction after a first claim (the resource recorded together with its key, or neither)."""
     digest = request_hash(scope, body)
 
     async def work(conn: AsyncConnection) -> bool:
-        return await payments_repo.claim_idempotency_key(
+        first = await payments_repo.claim_idempotency_key(
             conn, workflow_id=wf_id, request_hash=digest, resource_id=resource_id
         )
+        if first and then is not None:
+            await then(conn)
+        return first
 
     return await in_transaction(engine, work)
 

@@ -134,7 +134,8 @@ class CheckoutWorkflow:
     @workflow.run
     async def run(self, inp: CheckoutInput) -> CheckoutStatus:
         wf_id = workflow.info().workflow_id
-        expires_at = workflow.now() + timedelta(seconds=inp.expires_in_seconds)
+        # The API fixes the expiry when it records the order; a saga started otherwise computes it here.
+        expires_at = inp.expires_at or workflow.now() + timedelta(seconds=inp.expires_in_seconds)
         gateway_amount = inp.total - inp.wallet_amount
         self._view = CheckoutStatus(
             id=inp.order_id,

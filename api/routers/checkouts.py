@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 
 from fastapi import APIRouter, Response, status
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -33,7 +35,7 @@ from payweave.errors import (
     WalletNotFound,
 )
 from payweave.money import MAX_AMOUNT
-from workflows.checkout import CheckoutWorkflow
+from workflows.checkout import OPEN, CheckoutWorkflow
 
 router = APIRouter(prefix="/v1/checkouts", tags=["checkouts"])
 
@@ -124,15 +126,7 @@ async def create_checkout(
     gateway = (pay.gateway or "stripe") if wallet_amount < total else None
 
     wf_id, order_id = saga_ids("checkout", user.sub, key, "ord")
-    first = await claim_key(payments, wf_id=wf_id, resource_id=order_id, scope="checkout", body=body)
-
-    async def recorded() -> Order | None:
-        return await in_transaction(payments, lambda conn: commerce.get_order(conn, order_id))
-
-    done = await recorded_answer(first, temporal, wf_id, recorded)
-    if done is not None:
-        response.headers["Location"] = f"/v1/checkouts/{order_id}"
-        return await _view(payments, temporal, done)
+    expires_in = body.expires_in or settings.deposit_expiry_seconds
     arg = CheckoutInput(
         order_id=order_id,
         buyer=user.sub,
@@ -146,8 +140,28 @@ async def create_checkout(
         payment_method=pay.payment_method,
         buyer_wallet_id=buyer_wallet.id if buyer_wallet else None,
         merchant_wallet_id=merchant_wallet.id,
-        expires_in_seconds=body.expires_in or settings.deposit_expiry_seconds,
+        expires_in_seconds=expires_in,
+        expires_at=datetime.now(UTC) + timedelta(seconds=expires_in),
     )
+    # The key is claimed and the order recorded (pending) in one transaction, so the order can be read the
+    # moment this request is answered; the saga's own record_order step then finds it.
+    first = await claim_key(
+        payments, wf_id=wf_id, resource_id=order_id, scope="checkout", body=body, then=_record(arg, wf_id)
+    )
+
+    async def recorded() -> Order | None:
+        return await in_transaction(payments, lambda conn: commerce.get_order(conn, order_id))
+
+    async def finished() -> Order | None:
+        # Only a finished order may stand for its saga: a pending one may never have had its saga started
+        # (the first request failed between recording it and starting the saga).
+        order = await recorded()
+        return order if order is not None and order.status not in OPEN else None
+
+    done = await recorded_answer(first, temporal, wf_id, finished)
+    response.headers["Location"] = f"/v1/checkouts/{order_id}"
+    if done is not None:
+        return await _view(payments, temporal, done)
     handle = await start_saga(
         temporal,
         run=CheckoutWorkflow.run,
@@ -156,6 +170,12 @@ async def create_checkout(
         task_queue=settings.temporal_task_queue,
         search_attributes=sa.initial(kind="checkout", owner=user.sub, amount=total, currency=body.currency),
     )
+    if first and gateway is None:
+        # Nothing for the payer to do (no next_action): answer as soon as the saga is started; its outcome is
+        # read with GET (Location). A gateway checkout waits for the saga's answer, which carries next_action.
+        return CheckoutOut.model_validate(
+            {**arg.model_dump(), "id": order_id, "status": "pending", "gateway_amount": 0}
+        )
     accepted = await accepted_snapshot(
         handle, CheckoutWorkflow.accepted, CheckoutStatus, ("accepted_view", "status")
     )
@@ -163,10 +183,31 @@ async def create_checkout(
         order = await recorded()
         if order is None:
             raise ServiceUnavailable("the checkout was accepted but its state is not readable yet")
-        response.headers["Location"] = f"/v1/checkouts/{order_id}"
         return await _view(payments, temporal, order)
-    response.headers["Location"] = f"/v1/checkouts/{order_id}"
     return CheckoutOut.model_validate(accepted.model_dump())
+
+
+def _record(arg: CheckoutInput, wf_id: str) -> Callable[[AsyncConnection], Awaitable[object]]:
+    async def work(conn: AsyncConnection) -> Order:
+        return await commerce.create_order(
+            conn,
+            order_id=arg.order_id,
+            workflow_id=wf_id,
+            buyer=arg.buyer,
+            merchant=arg.merchant,
+            currency=arg.currency,
+            total=arg.total,
+            wallet_amount=arg.wallet_amount,
+            gateway_amount=arg.total - arg.wallet_amount,
+            method=arg.method,
+            gateway=arg.gateway,
+            buyer_wallet_id=arg.buyer_wallet_id,
+            merchant_wallet_id=arg.merchant_wallet_id,
+            items=arg.items,
+            expires_at=arg.expires_at,
+        )
+
+    return work
 
 
 async def visible_order(payments: PaymentsDB, user: Principal, order_id: str) -> Order:

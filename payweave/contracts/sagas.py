@@ -82,6 +82,7 @@ class CheckoutInput(BaseModel):
     buyer_wallet_id: str | None = None
     merchant_wallet_id: str
     expires_in_seconds: int = 1800
+    expires_at: datetime | None = None  # set by the API, which records the order before the saga starts
 
 
 class CheckoutStatus(BaseModel):

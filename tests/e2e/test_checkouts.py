@@ -305,3 +305,76 @@ async def test_settle_refused_refunds_the_card_and_releases_hold_and_stock(
             )
         ).one()
     assert tuple(card) == ("refunded", "late_payment")
+
+
+async def test_a_wallet_checkout_is_answered_at_once_and_readable_at_once(
+    http: httpx.AsyncClient, users: Users, payments_engine: AsyncEngine
+) -> None:
+    """A wallet checkout has nothing for the payer to do, so the API answers once the saga is started, and the
+    order it recorded with the key is readable the moment the answer arrives; a retry gets the same answer."""
+    merchant, _, _, _ = await merchant_with_product(http, users, price=100, stock=1)
+    _, buyer = users.new()
+    await deposit(http, buyer, (await create_wallet(http, buyer))["id"], 2_500)
+    body = {"merchant_id": merchant, "currency": "USD", "amount": 2_500, "payment": {"method": "wallet"}}
+    key = idem()
+    r = await http.post("/v1/checkouts", json=body, headers={**buyer, **key})
+    assert r.status_code == 202 and r.json()["status"] == "pending", r.text
+    assert r.headers["Location"] == f"/v1/checkouts/{r.json()['id']}"
+    now = await http.get(r.headers["Location"], headers=buyer)
+    assert now.status_code == 200 and now.json()["status"] in ("pending", "paid"), now.text
+    assert (await until_done(http, buyer, r.json()["id"]))["status"] == "paid"
+    again = await http.post("/v1/checkouts", json=body, headers={**buyer, **key})
+    assert (again.status_code, again.json()) == (202, r.json())
+    async with payments_engine.connect() as conn:
+        orders = await conn.execute(
+            text("SELECT count(*) FROM orders WHERE id = :id"), {"id": r.json()["id"]}
+        )
+        assert orders.scalar() == 1
+
+
+async def test_a_retry_starts_the_saga_the_first_request_recorded_but_never_started(
+    http: httpx.AsyncClient, users: Users, payments_engine: AsyncEngine
+) -> None:
+    """The first request claimed its key and recorded the order, then died before starting the saga: the
+    retry with the same key and body finds no saga for the pending order and starts it."""
+    from api.sagas import claim_key, saga_ids  # noqa: PLC0415
+    from api.schemas import CreateCheckout  # noqa: PLC0415
+    from db.engine import in_transaction  # noqa: PLC0415
+    from db.repositories import commerce  # noqa: PLC0415
+
+    merchant, _, m_wallet, _ = await merchant_with_product(http, users, price=100, stock=1)
+    buyer_sub, buyer = users.new()
+    b_wallet = await create_wallet(http, buyer)
+    await deposit(http, buyer, b_wallet["id"], 1_500)
+    body = {"merchant_id": merchant, "currency": "USD", "amount": 1_500, "payment": {"method": "wallet"}}
+    key = idem()
+    wf_id, order_id = saga_ids("checkout", buyer_sub, key["Idempotency-Key"], "ord")
+
+    async def record(conn: Any) -> Any:
+        return await commerce.create_order(
+            conn,
+            order_id=order_id,
+            workflow_id=wf_id,
+            buyer=buyer_sub,
+            merchant=merchant,
+            currency="USD",
+            total=1_500,
+            wallet_amount=1_500,
+            gateway_amount=0,
+            method="wallet",
+            gateway=None,
+            buyer_wallet_id=b_wallet["id"],
+            merchant_wallet_id=m_wallet["id"],
+            items=[],
+            expires_at=None,
+        )
+
+    parsed = CreateCheckout.model_validate(body)
+    assert await claim_key(
+        payments_engine, wf_id=wf_id, resource_id=order_id, scope="checkout", body=parsed, then=record
+    )
+    r = await http.post("/v1/checkouts", json=body, headers={**buyer, **key})
+    assert r.status_code == 202 and r.json()["id"] == order_id, r.text
+    assert (await until_done(http, buyer, order_id))["status"] == "paid"
+    order = await in_transaction(payments_engine, lambda conn: commerce.get_order(conn, order_id))
+    assert order is not None and order.workflow_id == wf_id
