@@ -1,150 +1,161 @@
-"""B7 (QUALITY.md): API latency at a fixed arrival rate (open loop: a request every 1/rate s whether or not the
-previous one finished), against the API served by uvicorn in this process over real HTTP on loopback:
+"""B7 (QUALITY.md): API latency at a fixed arrival rate, measured as production runs: the API is its own
+``payweave api`` process (uvicorn, the production app and settings), the worker runs the sagas in the bench
+process, and the load comes from a third process (``payweave.bench.loadgen``, open loop: a request every
+1/rate s whether or not the previous one finished) over real HTTP on loopback:
 
-* POST /v1/checkouts (wallet payment of an amount): the start latency a buyer sees — idempotency key claimed,
-  wallets read, CheckoutWorkflow started and its ``accepted`` Update answered (the worker runs the saga meanwhile);
+* POST /v1/checkouts (wallet payment of an amount): the start latency a buyer sees — idempotency key claimed
+  and order recorded, wallets read, CheckoutWorkflow started (a wallet checkout is answered then; the worker
+  runs the saga meanwhile);
 * POST /v1/webhooks/stripe: the acknowledgement latency of a signed ``payment_intent.succeeded`` event
   (signature check, owner look-up, stored once) for an intent no saga owns, so nothing is signalled;
-* baseline for both: GET /healthz at the same rate on the same server (HTTP + ASGI floor of this process).
+* baseline for both: GET /healthz at the same rate on the same server (HTTP + ASGI floor of that process).
 
 ``ratio`` is baseline p99 / p99 (the share of the latency that is the HTTP floor)."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
-import time
+import os
+import subprocess
+import sys
+import tempfile
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
 
 import httpx
+from pydantic import SecretStr
 
-from payweave.bench.common import Api, api_server, fund_wallets, percentiles, tag
+from payweave.bench.common import fund_wallets, percentiles, tag
 from payweave.bench.harness import Stack
+from payweave.bench.loadgen import REQUEST_TIMEOUT_S
 from payweave.bench.report import Result
+from payweave.chaos.worker import REPO_ROOT, settings_env
+from payweave.devstack.supervisor import free_port
+from payweave.settings import Settings
+from payweave.tokens import issue_token
 
 CHECKOUT_P99_MS = 50.0
 WEBHOOK_P99_MS = 20.0
-REQUEST_TIMEOUT_S = 10.0
 
 
-async def paced(
-    rate: float, n: int, one: Callable[[int], Awaitable[None]], failures: list[str] | None = None
-) -> tuple[list[float], int]:
-    """Fire ``one(i)`` at ``rate`` per second (open loop): the latency of each (a failed or timed-out request
-    counts with the time it took) and the number that failed."""
-    latencies: list[float] = []
-    errors = 0
-
-    async def timed(i: int) -> None:
-        nonlocal errors
-        started = time.perf_counter()
-        try:
-            await one(i)
-        except (httpx.HTTPError, RuntimeError) as exc:
-            errors += 1
-            if failures is not None and len(failures) < 3:
-                failures.append(repr(exc)[:300])
-        latencies.append(time.perf_counter() - started)
-
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    tasks = []
-    for i in range(n):
-        delay = start + i / rate - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(timed(i)))
-    await asyncio.gather(*tasks)
-    return latencies, errors
+def _child_env(extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PAYWEAVE_")} | extra
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    return env
 
 
-def stripe_signature(payload: bytes, secret: str) -> str:
-    ts = str(int(time.time()))
-    mac = hmac.new(secret.encode(), ts.encode() + b"." + payload, hashlib.sha256).hexdigest()
-    return f"t={ts},v1={mac}"
+def _spawn_api(settings: Settings, log_dir: Path) -> subprocess.Popen[bytes]:
+    with open(log_dir / "api.log", "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "payweave.cli", "api"],
+            cwd=log_dir,
+            env=_child_env(settings_env(settings)),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
 
-async def _run(stack: Stack, api: Api, http: httpx.AsyncClient, n: int, rate: float) -> list[Result]:
+@asynccontextmanager
+async def api_process(stack: Stack, log_dir: Path) -> AsyncIterator[tuple[str, Settings]]:
+    """``payweave api`` as its own process on a free port, on the stack's databases, Temporal and task queue."""
+    port = free_port()
+    settings = stack.settings.model_copy(
+        update={
+            "stripe_webhook_secret": SecretStr("whsec_bench_" + uuid.uuid4().hex),
+            "jwt_secret": SecretStr("bench-" + uuid.uuid4().hex),
+            "public_base_url": f"http://127.0.0.1:{port}",
+            "api_host": "127.0.0.1",
+            "api_port": port,
+            "temporal_address": stack.client.service_client.config.target_host,
+        }
+    )
+    process = _spawn_api(settings, log_dir)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=2) as http:
+            for _ in range(600):
+                if process.poll() is not None:
+                    raise RuntimeError(
+                        f"payweave api exited with {process.returncode}: see {log_dir / 'api.log'}"
+                    )
+                try:
+                    if (await http.get("/readyz")).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.1)
+            else:
+                raise RuntimeError("payweave api did not get ready within 60 s")
+        yield url, settings
+    finally:
+        process.terminate()
+        await asyncio.to_thread(process.wait, 10)
+
+
+async def load(spec: dict[str, Any], work_dir: Path) -> dict[str, Any]:
+    """Run the load generator process on ``spec``; its JSON result (latencies, errors)."""
+    path = work_dir / f"load-{uuid.uuid4().hex[:8]}.json"
+    path.write_text(json.dumps(spec))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "payweave.bench.loadgen",
+        str(path),
+        cwd=work_dir,
+        env=_child_env({}),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"load generator exited with {proc.returncode}")
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+async def _run(
+    stack: Stack, url: str, settings: Settings, work_dir: Path, n: int, rate: float
+) -> list[Result]:
     run = tag()
-    buyers = [f"bench-{run}-b{i}" for i in range(n)]
+    light_n = max(1, n // 10)
+    buyers = [f"bench-{run}-b{i}" for i in range(n + light_n)]
     merchant = f"bench-{run}-m"
     await fund_wallets(stack, buyers, 1_000)
     await fund_wallets(stack, [merchant], 0)
-    auths = [api.auth(b) for b in buyers]
-
-    async def checkout(i: int) -> None:
-        r = await http.post(
-            "/v1/checkouts",
-            json={
-                "merchant_id": merchant,
-                "currency": "USD",
-                "amount": 1_000,
-                "payment": {"method": "wallet"},
-            },
-            headers={**auths[i], "Idempotency-Key": uuid.uuid4().hex},
-        )
-        if r.status_code != 202:
-            raise RuntimeError(f"POST /v1/checkouts answered {r.status_code}: {r.text}")
-
-    secret = api.settings.stripe_webhook_secrets()[0]
-
-    async def webhook(i: int) -> None:
-        payload = json.dumps(
-            {
-                "id": f"evt_bench_{run}_{i}",
-                "object": "event",
-                "type": "payment_intent.succeeded",
-                "data": {
-                    "object": {
-                        "id": f"pi_bench_{run}_{i}",
-                        "object": "payment_intent",
-                        "amount": 1_000,
-                        "currency": "usd",
-                        "status": "succeeded",
-                        "metadata": {},
-                    }
-                },
-            }
-        ).encode()
-        r = await http.post(
-            "/v1/webhooks/stripe",
-            content=payload,
-            headers={
-                "Stripe-Signature": stripe_signature(payload, secret),
-                "Content-Type": "application/json",
-            },
-        )
-        if r.status_code != 200:
-            raise RuntimeError(f"POST /v1/webhooks/stripe answered {r.status_code}: {r.text}")
-
-    async def health(i: int) -> None:
-        r = await http.get("/healthz")
-        if r.status_code != 200:
-            raise RuntimeError(f"GET /healthz answered {r.status_code}")
-
-    # Warm the connection pool and the code paths, then measure.
-    await asyncio.gather(*(health(i) for i in range(10)))
-    base, base_errors = await paced(rate, n, health)
-    webhook_failures: list[str] = []
-    acked, webhook_errors = await paced(rate, n, webhook, webhook_failures)
-    # Checkouts last: the sagas they start keep the worker busy after the last request.
-    # At a tenth of the rate (below the saga throughput) first: how much of the start latency is the API itself.
-    light, light_errors = await paced(rate / 10, max(1, n // 10), checkout)
-    l50, l99 = percentiles(light)
-    checkout_failures: list[str] = []
-    started, checkout_errors = await paced(rate, n, checkout, checkout_failures)
-    (base50, base99), (c50, c99), (w50, w99) = map(percentiles, (base, started, acked))
+    tokens = [issue_token(settings, sub=b, roles=["customer"]) for b in buyers]
+    checkout = {
+        "kind": "checkout",
+        "url": url,
+        "body": {
+            "merchant_id": merchant,
+            "currency": "USD",
+            "amount": 1_000,
+            "payment": {"method": "wallet"},
+        },
+    }
+    base = await load({"kind": "health", "url": url, "rate": rate, "n": n}, work_dir)
+    secret = settings.stripe_webhook_secrets()[0]
+    acked = await load(
+        {"kind": "webhook", "url": url, "rate": rate, "n": n, "run": run, "secret": secret}, work_dir
+    )
+    # Checkouts last: the sagas they start keep the worker busy after the last request. At a tenth of the rate
+    # first (below the saga throughput): how much of the start latency is the API itself.
+    light = await load({**checkout, "rate": rate / 10, "n": light_n, "tokens": tokens[n:]}, work_dir)
+    started = await load({**checkout, "rate": rate, "n": n, "tokens": tokens[:n]}, work_dir)
+    l50, l99 = percentiles(light["latencies_s"])
+    (base50, base99), (c50, c99), (w50, w99) = (percentiles(x["latencies_s"]) for x in (base, started, acked))
     details = {
         "run": run,
         "requests": n,
         "rate_per_s": rate,
+        "processes": "API (payweave api), worker (bench process), load generator: one each",
         "baseline": "GET /healthz, same rate",
         "baseline_p50_ms": base50,
         "request_timeout_s": REQUEST_TIMEOUT_S,
-        "baseline_errors": base_errors,
+        "baseline_errors": base["errors"],
     }
     return [
         Result(
@@ -155,16 +166,16 @@ async def _run(stack: Stack, api: Api, http: httpx.AsyncClient, n: int, rate: fl
             baseline=base99,
             ratio=base99 / c99 if c99 else 0.0,
             target=f"p99 ≤ {CHECKOUT_P99_MS:.0f} ms",
-            meets_target=c99 <= CHECKOUT_P99_MS and not checkout_errors,
+            meets_target=c99 <= CHECKOUT_P99_MS and not started["errors"],
             p50_ms=c50,
             p99_ms=c99,
             details={
                 **details,
-                "errors": checkout_errors,
-                "first_errors": checkout_failures,
+                "errors": started["errors"],
+                "first_errors": started["first_errors"],
                 f"p50_ms_at_{rate / 10:g}_per_s": l50,
                 f"p99_ms_at_{rate / 10:g}_per_s": l99,
-                f"errors_at_{rate / 10:g}_per_s": light_errors,
+                f"errors_at_{rate / 10:g}_per_s": light["errors"],
             },
         ),
         Result(
@@ -175,17 +186,17 @@ async def _run(stack: Stack, api: Api, http: httpx.AsyncClient, n: int, rate: fl
             baseline=base99,
             ratio=base99 / w99 if w99 else 0.0,
             target=f"p99 ≤ {WEBHOOK_P99_MS:.0f} ms",
-            meets_target=w99 <= WEBHOOK_P99_MS and not webhook_errors,
+            meets_target=w99 <= WEBHOOK_P99_MS and not acked["errors"],
             p50_ms=w50,
             p99_ms=w99,
-            details={**details, "errors": webhook_errors, "first_errors": webhook_failures},
+            details={**details, "errors": acked["errors"], "first_errors": acked["first_errors"]},
         ),
     ]
 
 
 async def latency(stack: Stack, seconds: float = 30.0, rate: float = 50.0) -> list[Result]:
     n = max(1, int(seconds * rate))
-    async with api_server(stack) as api:
-        limits = httpx.Limits(max_connections=200, max_keepalive_connections=100, keepalive_expiry=30)
-        async with httpx.AsyncClient(base_url=api.url, timeout=REQUEST_TIMEOUT_S, limits=limits) as http:
-            return await _run(stack, api, http, n, rate)
+    with tempfile.TemporaryDirectory(prefix="payweave-bench-api-") as tmp:
+        work_dir = Path(tmp)
+        async with api_process(stack, work_dir) as (url, settings):
+            return await _run(stack, url, settings, work_dir, n, rate)
