@@ -45,6 +45,7 @@ BUCKETS: tuple[float, ...] = (
 )  # fmt: skip
 BUFFER_SIZE = 100_000  # updates between two drains; Core drops (and logs) what does not fit
 DRAIN_INTERVAL_SECONDS = 1.0
+LABELS_CACHE_SIZE = 10_000
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -111,6 +112,10 @@ class TemporalMetrics(Collector):
         labels = tuple(
             sorted((re.sub(r"[^A-Za-z0-9_]", "_", str(k)), _label_value(v)) for k, v in attributes.items())
         )
+        if (
+            len(self._labels) >= LABELS_CACHE_SIZE
+        ):  # attribute sets made per call would otherwise pile up here
+            self._labels.clear()
         self._labels[id(attributes)] = (attributes, labels)
         return labels
 
