@@ -16,16 +16,14 @@ import random
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
-from db.engine import in_transaction
-from db.repositories import ledger
 from db.verify import Report, verify_ledger
 from payweave.chaos import (
     ChaosStack,
@@ -35,9 +33,9 @@ from payweave.chaos import (
     start_api,
     terminate_backends,
 )
-from payweave.contracts.ledger import Posting
 from tests.conftest import Users, eventually
 from tests.helpers import create_wallet
+from tests.reliability.conftest import fund
 
 pytestmark = pytest.mark.reliability
 FULL = os.environ.get("PAYWEAVE_CHAOS_SCALE") == "full"
@@ -75,8 +73,19 @@ async def killable_api(stack: ChaosStack) -> AsyncIterator[tuple[WorkerProcess, 
 async def test_r18_bank_transfers_conserve_money_while_backends_and_workers_die(
     chaos_stack: ChaosStack, users: Users, wallet_engine: AsyncEngine, payments_engine: AsyncEngine
 ) -> None:
-    async with killable_api(chaos_stack) as (worker, http):
-        await _bank(http, worker, users, wallet_engine, payments_engine)
+    # The mid-flight verifier has engines of its own, without a pool: a connection terminated under it is
+    # simply gone, never handed to the test's other queries.
+    settings = chaos_stack.settings
+    verify = (
+        create_async_engine(settings.wallet_database_url, poolclass=NullPool),
+        create_async_engine(settings.payments_database_url, poolclass=NullPool),
+    )
+    try:
+        async with killable_api(chaos_stack) as (worker, http):
+            await _bank(http, worker, users, wallet_engine, payments_engine, verify)
+    finally:
+        for engine in verify:
+            await engine.dispose()
 
 
 async def _bank(
@@ -85,6 +94,7 @@ async def _bank(
     users: Users,
     wallet_engine: AsyncEngine,
     payments_engine: AsyncEngine,
+    verify: tuple[AsyncEngine, AsyncEngine],
 ) -> None:
     owners: list[tuple[str, dict[str, str], str]] = []
     for _ in range(WALLETS):
@@ -92,18 +102,7 @@ async def _bank(
         owners.append((sub, auth, (await create_wallet(http, auth))["id"]))
     ids = [w for _, _, w in owners]
 
-    async def fund(conn: Any) -> None:
-        fees = await ledger.ensure_system_wallet(conn, "platform_fees", "USD")
-        await ledger.post_journal(
-            conn,
-            idempotency_key=f"r18:{uuid.uuid4().hex}:funding",
-            kind="test_funding",
-            currency="USD",
-            postings=[Posting(wallet_id=fees, amount=-FUNDS * WALLETS)]
-            + [Posting(wallet_id=w, amount=FUNDS) for w in ids],
-        )
-
-    await in_transaction(wallet_engine, fund)
+    await fund(wallet_engine, dict.fromkeys(ids, FUNDS))
     _, operator = users.new("operator")
     for _, _, w in owners[:FROZEN]:
         assert (await http.post(f"/v1/wallets/{w}/freeze", headers=operator)).status_code == 200
@@ -154,7 +153,7 @@ async def _bank(
         (tests/reliability/invariants.py) relies on — every check holds at any committed point."""
         while done_posts < TRANSFERS:
             try:
-                report = await verify_ledger(wallet_engine, payments_engine)
+                report = await verify_ledger(*verify)
             except DBAPIError as exc:  # its own backend was terminated: look again
                 if not exc.connection_invalidated:
                     raise
