@@ -61,7 +61,7 @@ def ctrl_c(process: subprocess.Popen[bytes]) -> list[psutil.Process]:
     return family
 
 
-def worker_metrics(port: int, series: str, timeout: float = 30) -> str:
+def worker_metrics(port: int, series: str, timeout: float = 60) -> str:
     """The worker's /metrics once it shows ``series`` (the worker may still be starting its pollers)."""
     started = time.monotonic()
     while True:
