@@ -156,7 +156,31 @@ def cmd_sagas_list(args: argparse.Namespace) -> int:
             status=args.status,
             owner=args.owner,
             limit=args.limit,
+            needs_attention=args.needs_attention,
         )
+    )
+
+
+def cmd_sagas_decide(args: argparse.Namespace) -> int:
+    from payweave.decisions import run_decide
+
+    return asyncio.run(
+        run_decide(
+            get_settings(),
+            Console(),
+            args.workflow_id,
+            args.sagas_command,
+            operator=args.operator,
+            reason=args.reason,
+        )
+    )
+
+
+def cmd_sagas_cancel(args: argparse.Namespace) -> int:
+    from payweave.decisions import run_cancel
+
+    return asyncio.run(
+        run_cancel(get_settings(), Console(), args.workflow_id, operator=args.operator, reason=args.reason)
     )
 
 
@@ -213,6 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
     sagas_list.add_argument("--status", help="PwStatus: pending, completed, failed, …")
     sagas_list.add_argument("--owner", help="PwOwner: the sub of the user who started it")
     sagas_list.add_argument("--limit", type=int, default=50, help="at most this many rows (50)")
+    sagas_list.add_argument(
+        "--needs-attention",
+        action="store_true",
+        help="only sagas whose compensation gave up and waits for an operator (PwNeedsAttention = true)",
+    )
     sagas_list.set_defaults(func=cmd_sagas_list)
     sagas_show = sagas_sub.add_parser(
         "show", help="one saga: state, activities run, compensations, ledger journals, Web UI link"
@@ -221,6 +250,34 @@ def build_parser() -> argparse.ArgumentParser:
         "workflow_id", metavar="ID", help="workflow id, e.g. transfer:alice:alice-to-bob-1"
     )
     sagas_show.set_defaults(func=cmd_sagas_show)
+    for name, help_text, func in (
+        ("retry", "run a saga's failed compensation again (once its cause is fixed)", cmd_sagas_decide),
+        (
+            "resolve",
+            "take a saga's failed compensation as made right by hand (--reason required)",
+            cmd_sagas_decide,
+        ),
+        (
+            "cancel",
+            "cancel a running saga through its own cancel path: its compensations run",
+            cmd_sagas_cancel,
+        ),
+    ):
+        action = sagas_sub.add_parser(name, help=help_text)
+        action.add_argument(
+            "workflow_id", metavar="ID", help="workflow id (payweave sagas list --needs-attention)"
+        )
+        action.add_argument(
+            "--reason",
+            required=name == "resolve",
+            help="what was done and where (ticket, gateway refund id, …): saga_audit and the journal description",
+        )
+        action.add_argument(
+            "--operator",
+            default=_login(),
+            help="who decides, for saga_audit (default: your login name, $USER)",
+        )
+        action.set_defaults(func=func)
     demo = sub.add_parser(
         "demo", help="run every saga against a running `payweave dev` and show what happened"
     )
@@ -268,6 +325,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.chart:
         console.print(f"--chart {args.chart}: matplotlib is not installed, chart skipped")
     return 0 if all(r.meets_target for r in results) else 1
+
+
+def _login() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no $USER/$LOGNAME and no passwd entry (a bare container)
+        return "unknown"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -57,6 +57,17 @@ SAGAS_COMPLETED = Counter(
     "outcome (succeeded; compensated: ended without its effect, whatever it had done undone) and final status",
     ["kind", "outcome", "status"],
 )
+SAGAS_NEEDING_ATTENTION = Counter(
+    "payweave_sagas_needing_attention_total",
+    "Compensations that gave up (refused, or still failing after their bounded attempts): the saga waits for an "
+    "operator's retry or resolve (docs/sagas.md, 'A failed compensation'), by kind",
+    ["kind"],
+)
+SAGA_DECISIONS = Counter(
+    "payweave_saga_decisions_total",
+    "Operator decisions about sagas (retry, resolve, cancel), by kind and action",
+    ["kind", "action"],
+)
 LEDGER_JOURNALS = Counter(
     "payweave_ledger_journals_total",
     "Ledger journals posted (balanced sets of entries; an idempotent replay by key is not counted), by kind",

@@ -1,15 +1,17 @@
-"""Operator views of the sagas: ``payweave sagas list`` and ``payweave sagas show ID``.
+"""Operator views of the sagas: ``payweave sagas list`` and ``payweave sagas show ID``; and the operator's
+actions: ``payweave sagas retry|resolve|cancel ID`` (payweave/decisions.py).
 
-Everything here reads: Temporal visibility (the Pw* search attributes), a workflow's description, its
-``status`` query and its history, and the saga's journals in the wallet DB. Nothing is changed.
+The views read: Temporal visibility (the Pw* search attributes), a workflow's description, its ``status`` query
+and its history, the saga's journals in the wallet DB and its ``saga_audit`` rows in the payments DB.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from rich.console import Console
@@ -21,8 +23,11 @@ from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
 from temporalio.service import RPCError
 
 from payweave import search_attributes as sa
+from payweave.contracts.attention import SagaAuditEntry
 from payweave.money import CURRENCY_EXPONENTS, format_amount
 from payweave.settings import Settings
+
+T = TypeVar("T")
 
 # Activities that undo a step; a saga that ran any of them rolled something back.
 COMPENSATIONS = frozenset({"reverse_journal", "release_hold", "release_stock", "cancel_gateway_payment"})
@@ -37,13 +42,21 @@ def quote_value(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def build_query(*, kind: str | None = None, status: str | None = None, owner: str | None = None) -> str:
+def build_query(
+    *,
+    kind: str | None = None,
+    status: str | None = None,
+    owner: str | None = None,
+    needs_attention: bool = False,
+) -> str:
     """``PwKind = '…' AND …`` over the filters given; values are always quoted, never spliced raw."""
     clauses = [
         f"{key.name} = {quote_value(value)}"
         for key, value in ((sa.PW_KIND, kind), (sa.PW_STATUS, status), (sa.PW_OWNER, owner))
         if value
     ]
+    if needs_attention:
+        clauses.append(f"{sa.PW_NEEDS_ATTENTION.name} = true")
     # Only payweave's sagas carry PwKind: without a kind filter, ask for any.
     return " AND ".join(clauses) if clauses else f"{sa.PW_KIND.name} IS NOT NULL"
 
@@ -80,6 +93,7 @@ class SagaRow:
     start_time: datetime
     close_status: str
     ui_url: str
+    needs_attention: bool = False
 
     @classmethod
     def of(cls, wf: WorkflowExecution, settings: Settings) -> SagaRow:
@@ -97,6 +111,7 @@ class SagaRow:
             start_time=wf.start_time,
             close_status=_close_status(wf.status),
             ui_url=ui_link(settings, wf.id),
+            needs_attention=bool(attrs.get(sa.PW_NEEDS_ATTENTION)),
         )
 
 
@@ -107,10 +122,11 @@ async def list_sagas(
     kind: str | None = None,
     status: str | None = None,
     owner: str | None = None,
+    needs_attention: bool = False,
     limit: int = 50,
 ) -> list[SagaRow]:
     """The newest sagas matching the filters (Temporal visibility is eventually consistent: ~1 s)."""
-    query = build_query(kind=kind, status=status, owner=owner)
+    query = build_query(kind=kind, status=status, owner=owner, needs_attention=needs_attention)
     try:
         return [SagaRow.of(wf, settings) async for wf in client.list_workflows(query, limit=limit)]
     except RPCError as exc:
@@ -135,7 +151,9 @@ def sagas_table(rows: list[SagaRow], *, title: str | None = None) -> Table:
         table.add_row(
             r.workflow_id,
             r.kind or "",
-            r.status or "",
+            f"[bold red]{r.status or ''} (needs attention)[/bold red]"
+            if r.needs_attention
+            else r.status or "",
             r.owner or "",
             money(r.amount, r.currency),
             r.order_id or "",
@@ -176,6 +194,11 @@ class SagaDetail:
     result: Any
     journals: list[JournalView]
     journals_error: str | None = None
+    attention: dict[str, Any] | None = (
+        None  # the ``attention`` memo: the compensation that gave up, the decision
+    )
+    audit: list[SagaAuditEntry] = field(default_factory=list)  # saga_audit rows, oldest first
+    audit_error: str | None = None
 
     @property
     def compensations(self) -> list[Step]:
@@ -211,11 +234,37 @@ def steps_from_history(events: Any) -> tuple[list[Step], Any]:
             scheduled = getattr(event, attr_name).scheduled_event_id
             if scheduled in steps:
                 steps[scheduled].outcome = outcome
+        elif et == EventType.EVENT_TYPE_MARKER_RECORDED:
+            local = _local_step(event.marker_recorded_event_attributes)
+            if local is not None:
+                steps[event.event_id] = local
         elif et == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED:
             result = _payload_json(event.workflow_execution_completed_event_attributes.result.payloads)
         elif et == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
             result = {"failure": event.workflow_execution_failed_event_attributes.failure.message}
     return list(steps.values()), result
+
+
+LOCAL_ACTIVITY_MARKER = "core_local_activity"
+
+
+def _local_step(marker: Any) -> Step | None:
+    """A local activity (database steps since the local-steps patch) is one marker in the history: its type and
+    attempt are in the marker's ``data``, a failure in its ``failure``. A marker with a ``backoff`` is an attempt
+    that failed and is retried after a timer (the final one comes later): not a step of its own."""
+    if marker.marker_name != LOCAL_ACTIVITY_MARKER or "data" not in marker.details:
+        return None
+    try:
+        data = json.loads(marker.details["data"].payloads[0].data)
+    except (ValueError, IndexError, UnicodeDecodeError):
+        return None
+    if data.get("backoff"):
+        return None
+    name = str(data.get("activity_type", "?"))
+    outcome = "failed" if marker.HasField("failure") else "completed"
+    return Step(
+        name, outcome, attempts=max(1, int(data.get("attempt") or 1)), compensation=name in COMPENSATIONS
+    )
 
 
 _OUTCOMES = {
@@ -255,6 +304,27 @@ async def saga_journals(settings: Settings, workflow_id: str) -> list[JournalVie
         await engine.dispose()
 
 
+async def saga_audit_rows(settings: Settings, workflow_id: str) -> list[SagaAuditEntry]:
+    """The saga's ``saga_audit`` rows (payments DB): when it needed attention, what operators decided."""
+    from db.engine import make_engine
+    from db.repositories import saga_audit
+
+    engine = make_engine(settings.payments_database_url, pool_size=1, max_overflow=0)
+    try:
+        async with engine.connect() as conn:
+            return await saga_audit.for_saga(conn, workflow_id)
+    finally:
+        await engine.dispose()
+
+
+async def _read(database: str, read: Awaitable[T]) -> tuple[T | None, str | None]:
+    """What a database read gave, or why it could not (shown to the operator; the rest of the view stands)."""
+    try:
+        return await read, None
+    except (OSError, SQLAlchemyError) as exc:
+        return None, f"{database} DB unreachable ({type(exc).__name__}): {exc}"
+
+
 class SagaNotFound(LookupError):
     pass
 
@@ -280,12 +350,9 @@ async def show_saga(client: Client, settings: Settings, workflow_id: str) -> Sag
             state_error = f"{type(exc).__name__}: {exc}"
     history = await handle.fetch_history()
     steps, result = steps_from_history(history.events)
-    journals: list[JournalView] = []
-    journals_error: str | None = None
-    try:
-        journals = await saga_journals(settings, workflow_id)
-    except (OSError, SQLAlchemyError) as exc:
-        journals_error = f"wallet DB unreachable ({type(exc).__name__}): {exc}"
+    journals, journals_error = await _read("wallet", saga_journals(settings, workflow_id))
+    audit, audit_error = await _read("payments", saga_audit_rows(settings, workflow_id))
+    attention = (await desc.memo()).get("attention")
     return SagaDetail(
         row=SagaRow.of(desc, settings),
         close_time=desc.close_time,
@@ -294,8 +361,11 @@ async def show_saga(client: Client, settings: Settings, workflow_id: str) -> Sag
         state_error=state_error,
         steps=steps,
         result=result,
-        journals=journals,
+        journals=journals or [],
         journals_error=journals_error,
+        attention=attention if isinstance(attention, dict) else None,
+        audit=audit or [],
+        audit_error=audit_error,
     )
 
 
@@ -367,6 +437,41 @@ def render_detail(detail: SagaDetail, console: Console) -> None:
         console.print(f"[yellow]ledger journals unavailable:[/yellow] {detail.journals_error}")
     else:
         console.print(journals if detail.journals else "ledger journals: none")
+    render_attention(detail, console)
+
+
+def render_attention(detail: SagaDetail, console: Console) -> None:
+    """The compensation-failure queue's part: what gave up, what to do, and the saga's audit trail."""
+    attention = detail.attention
+    if detail.row.needs_attention and attention:
+        console.print(
+            f"[bold red]NEEDS ATTENTION[/bold red]: compensation {attention.get('compensation')} gave up: "
+            f"{attention.get('failure')}\n"
+            f"  decide: payweave sagas retry {detail.row.workflow_id}   (run it again, once the cause is fixed)\n"
+            f'          payweave sagas resolve {detail.row.workflow_id} --reason "..."   (made right by hand)'
+        )
+    elif attention:
+        console.print(
+            f"compensation {attention.get('compensation')} gave up ({attention.get('failure')}); "
+            f"{attention.get('state')} by {attention.get('operator')}: {attention.get('reason') or '-'}"
+        )
+    if detail.audit_error:
+        console.print(f"[yellow]operator decisions unavailable:[/yellow] {detail.audit_error}")
+        return
+    if not detail.audit:
+        return
+    table = Table(title="compensation queue and operator decisions (saga_audit)", title_justify="left")
+    for column in ("at (UTC)", "action", "operator", "compensation", "failure / reason"):
+        table.add_column(column, overflow="fold")
+    for entry in detail.audit:
+        table.add_row(
+            entry.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            entry.action,
+            entry.operator,
+            entry.compensation or "",
+            entry.failure or entry.reason or "",
+        )
+    console.print(table)
 
 
 async def connect_or_fail(settings: Settings) -> Client:
@@ -390,15 +495,22 @@ async def run_list(
     status: str | None,
     owner: str | None,
     limit: int,
+    needs_attention: bool = False,
     client: Client | None = None,
 ) -> int:
+    filters: dict[str, Any] = {
+        "kind": kind,
+        "status": status,
+        "owner": owner,
+        "needs_attention": needs_attention,
+    }
     try:
         client = client or await connect_or_fail(settings)
-        rows = await list_sagas(client, settings, kind=kind, status=status, owner=owner, limit=limit)
+        rows = await list_sagas(client, settings, **filters, limit=limit)
     except TemporalUnavailable as exc:
         console.print(f"[red]error:[/red] {exc}")
         return 2
-    query = build_query(kind=kind, status=status, owner=owner)
+    query = build_query(**filters)
     console.print(sagas_table(rows, title=f"{len(rows)} sagas ({query}, newest first, limit {limit})"))
     return 0
 

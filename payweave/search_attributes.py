@@ -12,13 +12,23 @@ PW_OWNER = SearchAttributeKey.for_keyword("PwOwner")
 PW_AMOUNT = SearchAttributeKey.for_int("PwAmount")
 PW_CURRENCY = SearchAttributeKey.for_keyword("PwCurrency")
 PW_ORDER_ID = SearchAttributeKey.for_keyword("PwOrderId")
+# True while a compensation that gave up waits for an operator's decision (``payweave sagas retry|resolve``).
+PW_NEEDS_ATTENTION = SearchAttributeKey.for_bool("PwNeedsAttention")
 
-ALL: tuple[SearchAttributeKey[Any], ...] = (PW_KIND, PW_STATUS, PW_OWNER, PW_AMOUNT, PW_CURRENCY, PW_ORDER_ID)
+ALL: tuple[SearchAttributeKey[Any], ...] = (
+    PW_KIND,
+    PW_STATUS,
+    PW_OWNER,
+    PW_AMOUNT,
+    PW_CURRENCY,
+    PW_ORDER_ID,
+    PW_NEEDS_ATTENTION,
+)
 
 
 def cli_flags() -> dict[str, str]:
     """Name → type, as ``temporal server start-dev --search-attribute NAME=TYPE`` wants them."""
-    names = {"KEYWORD": "Keyword", "INT": "Int"}
+    names = {"KEYWORD": "Keyword", "INT": "Int", "BOOL": "Bool"}
     return {key.name: names[key.indexed_value_type.name] for key in ALL}
 
 
@@ -33,5 +43,6 @@ def initial(
             SearchAttributePair(PW_OWNER, owner),
             SearchAttributePair(PW_AMOUNT, amount),
             SearchAttributePair(PW_CURRENCY, currency),
+            SearchAttributePair(PW_NEEDS_ATTENTION, False),
         ]
     )

@@ -16,6 +16,7 @@ from activities.notify import NotifyActivities
 from activities.orders import OrderActivities
 from activities.payments import PaymentActivities
 from activities.reconciliation import ReconciliationActivities
+from activities.saga_audit import SagaAuditActivities
 from activities.sweeper import SweeperActivities
 from activities.wallet import LedgerActivities
 from payweave.settings import Settings
@@ -112,6 +113,7 @@ def build_activities(
         group_buys.group_refund_outcomes,
         notify.notify,
         notify.finish_order,
+        SagaAuditActivities(payments_engine).record_saga_audit,
         orders.record_order,
         orders.reserve_stock,
         orders.release_stock,

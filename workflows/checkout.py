@@ -44,6 +44,8 @@ with workflow.unsafe.imports_passed_through():
 
 from workflows.gateway_payment import cancel_until_final, concerns
 from workflows.saga import (
+    AwaitsOperator,
+    OperatorDesk,
     Saga,
     business_code,
     db_step,
@@ -69,9 +71,10 @@ class _Ended(Exception):
 
 
 @workflow.defn
-class CheckoutWorkflow:
+class CheckoutWorkflow(AwaitsOperator):
     def __init__(self) -> None:
         self._view: CheckoutStatus | None = None
+        self._desk = OperatorDesk()  # a compensation that gives up waits here for an operator
         self._accepted: CheckoutStatus | None = None
         self._outcome: str | None = None
         self._failure_code: str | None = None
@@ -178,7 +181,7 @@ class CheckoutWorkflow:
                 expires_at=expires_at,
             ),
         )
-        saga = Saga()
+        saga = Saga(self._desk)
         reservations: list[str] = []
         try:
             for n, item in enumerate(inp.items):

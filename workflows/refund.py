@@ -30,6 +30,8 @@ with workflow.unsafe.imports_passed_through():
     from payweave.ids import step_key
 
 from workflows.saga import (
+    AwaitsOperator,
+    OperatorDesk,
     Saga,
     business_code,
     db_step,
@@ -47,10 +49,11 @@ class _GatewayRefused(Exception):
 
 
 @workflow.defn
-class RefundWorkflow:
+class RefundWorkflow(AwaitsOperator):
     def __init__(self) -> None:
         self._view: RefundStatus | None = None
         self._accepted: RefundStatus | None = None
+        self._desk = OperatorDesk()  # a reversal that gives up waits here for an operator
 
     @workflow.query
     def status(self) -> RefundStatus | None:
@@ -114,7 +117,7 @@ class RefundWorkflow:
         set_search_attributes(amount=booked.amount)
         self._accepted = self._view
 
-        saga = Saga()
+        saga = Saga(self._desk)
         try:
             # 1. The merchant pays the whole refund at once (its funds are checked once, up front): the wallet
             #    part waits in transit, the card part goes back to gateway_clearing.
@@ -190,7 +193,7 @@ class RefundWorkflow:
                     original_key=key,
                     idempotency_key=step_key(wf_id, f"reverse_{part}"),
                     kind="refund_reversal",
-                    description=f"refund {inp.refund_id} not completed",
+                    description=f"refund {inp.refund_id} not completed{self._desk.note}",
                     saga_id=wf_id,
                 ),
             ),

@@ -24,13 +24,14 @@ with workflow.unsafe.imports_passed_through():
     from payweave.contracts.sagas import TransferInput, TransferStatusView
     from payweave.ids import step_key
 
-from workflows.saga import Saga, business_code, db_step, set_search_attributes
+from workflows.saga import AwaitsOperator, OperatorDesk, Saga, business_code, db_step, set_search_attributes
 
 
 @workflow.defn
-class TransferWorkflow:
+class TransferWorkflow(AwaitsOperator):
     def __init__(self) -> None:
         self._view: TransferStatusView | None = None
+        self._desk = OperatorDesk()  # a reversal that gives up waits here for an operator
 
     @workflow.query
     def status(self) -> TransferStatusView | None:
@@ -75,7 +76,7 @@ class TransferWorkflow:
             ),
         )
 
-        saga = Saga()
+        saga = Saga(self._desk)
         debit_key, credit_key = step_key(wf_id, "debit"), step_key(wf_id, "credit")
         saga.add(
             "reverse_debit",
@@ -85,7 +86,7 @@ class TransferWorkflow:
                     original_key=debit_key,
                     idempotency_key=step_key(wf_id, "reverse_debit"),
                     kind="transfer_reversal",
-                    description=f"transfer {inp.transfer_id} rolled back",
+                    description=f"transfer {inp.transfer_id} rolled back{self._desk.note}",
                     saga_id=wf_id,
                     unless_posted=credit_key,
                 ),
@@ -119,7 +120,8 @@ class TransferWorkflow:
             if code is not None:
                 await self._set_status("failed", code)
                 return self._view
-            if undone["reverse_debit"].skipped:
+            # A reversal an operator resolved by hand (``Resolved``) counts as done: the transfer ends failed.
+            if getattr(undone["reverse_debit"], "skipped", False):
                 await self._set_status("completed")
             else:
                 await self._set_status("failed", "canceled")

@@ -36,6 +36,7 @@ SEARCH_ATTRIBUTES: dict[str, str] = {
     "PwAmount": "Int",
     "PwCurrency": "Keyword",
     "PwOrderId": "Keyword",
+    "PwNeedsAttention": "Bool",
 }
 
 _KEY_FACTORIES: dict[str, Any] = {

@@ -18,6 +18,13 @@ from temporalio.client import Client
 
 from payweave.settings import Settings
 from tests.conftest import Users, eventually
+from tests.e2e.test_compensation_queue import (  # noqa: F401 - `lab` is a fixture
+    Lab,
+    frozen_transfer,
+    lab,
+    split_checkout,
+    until_waiting,
+)
 from tests.helpers import create_wallet, deposit, idem, until_terminal
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -175,3 +182,26 @@ async def test_record_operations(temporal: Client, settings: Settings, worker: N
     )
     await _save_workflow(temporal, sweep_id, "sweeper_once")
     await _save_workflow(temporal, reconcile_id, "reconciliation_once")
+
+
+async def test_record_operator_decisions(lab: Lab) -> None:  # noqa: F811 - the fixture imported above
+    """The compensation-failure queue's outcomes: a transfer whose reversal was refused and an operator resolved;
+    a checkout whose hold release was out of attempts and an operator retried once the outage was over."""
+    from payweave.decisions import decide
+
+    lab.outage.arm("reverse_journal", refusal="injected_refusal")
+    transfer_wf, *_ = await frozen_transfer(lab, 1_000)
+    await until_waiting(lab, transfer_wf)
+    lab.outage.heal("reverse_journal")
+    await decide(
+        lab.temporal, transfer_wf, "resolve", operator="recorder", reason="returned by finance (FIN-1)"
+    )
+
+    lab.outage.arm("release_hold")
+    checkout = await split_checkout(lab, stock=1, wallet_amount=300, expires_in=1)
+    await until_waiting(lab, checkout.wf_id)
+    lab.outage.heal("release_hold")
+    await decide(lab.temporal, checkout.wf_id, "retry", operator="recorder", reason="wallet DB back (INC-2)")
+
+    await _save_workflow(lab.temporal, transfer_wf, "transfer_resolved_by_operator")
+    await _save_workflow(lab.temporal, checkout.wf_id, "checkout_retried_by_operator")
