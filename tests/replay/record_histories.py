@@ -185,23 +185,30 @@ async def test_record_operations(temporal: Client, settings: Settings, worker: N
 
 
 async def test_record_operator_decisions(lab: Lab) -> None:  # noqa: F811 - the fixture imported above
-    """The compensation-failure queue's outcomes: a transfer whose reversal was refused and an operator resolved;
-    a checkout whose hold release was out of attempts and an operator retried once the outage was over."""
+    """The compensation-failure queue's outcomes: a transfer whose reversal ran out of attempts and an operator
+    retried once the outage was over; a checkout whose payment the gateway refused to cancel, cancelled by hand
+    and resolved by an operator."""
     from payweave.decisions import decide
+    from workflows.checkout import CheckoutWorkflow
 
-    lab.outage.arm("reverse_journal", refusal="injected_refusal")
+    lab.outage.arm("reverse_journal")
     transfer_wf, *_ = await frozen_transfer(lab, 1_000)
     await until_waiting(lab, transfer_wf)
     lab.outage.heal("reverse_journal")
-    await decide(
-        lab.temporal, transfer_wf, "resolve", operator="recorder", reason="returned by finance (FIN-1)"
-    )
+    await decide(lab.temporal, transfer_wf, "retry", operator="recorder", reason="wallet DB back (INC-2)")
 
-    lab.outage.arm("release_hold")
+    lab.outage.arm("cancel_gateway_payment", refusal="injected_refusal")
     checkout = await split_checkout(lab, stock=1, wallet_amount=300, expires_in=1)
     await until_waiting(lab, checkout.wf_id)
-    lab.outage.heal("release_hold")
-    await decide(lab.temporal, checkout.wf_id, "retry", operator="recorder", reason="wallet DB back (INC-2)")
+    lab.outage.heal("cancel_gateway_payment")
+    status = await lab.temporal.get_workflow_handle(checkout.wf_id).query(CheckoutWorkflow.status)
+    assert status is not None and status.gateway_payment_id
+    key = lab.settings.stripe_api_key.get_secret_value()
+    async with httpx.AsyncClient(base_url=lab.settings.stripe_api_base or "", auth=(key, "")) as stripe:
+        await stripe.post(f"/v1/payment_intents/{status.gateway_payment_id}/cancel")
+    await decide(
+        lab.temporal, checkout.wf_id, "resolve", operator="recorder", reason="cancelled by hand (INC-3)"
+    )
 
-    await _save_workflow(lab.temporal, transfer_wf, "transfer_resolved_by_operator")
-    await _save_workflow(lab.temporal, checkout.wf_id, "checkout_retried_by_operator")
+    await _save_workflow(lab.temporal, transfer_wf, "transfer_retried_by_operator")
+    await _save_workflow(lab.temporal, checkout.wf_id, "checkout_resolved_by_operator")
