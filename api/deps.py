@@ -20,23 +20,25 @@ def _state(request: Request) -> Any:
     return request.app.state
 
 
-def get_settings_dep(request: Request) -> Settings:
+# The dependencies are ``async def`` although none of them waits: FastAPI runs a plain ``def`` dependency in
+# its thread pool, a thread hand-off per dependency per request for work that takes microseconds.
+async def get_settings_dep(request: Request) -> Settings:
     return _state(request).settings  # type: ignore[no-any-return]
 
 
-def get_wallet_engine(request: Request) -> AsyncEngine:
+async def get_wallet_engine(request: Request) -> AsyncEngine:
     return _state(request).wallet_engine  # type: ignore[no-any-return]
 
 
-def get_payments_engine(request: Request) -> AsyncEngine:
+async def get_payments_engine(request: Request) -> AsyncEngine:
     return _state(request).payments_engine  # type: ignore[no-any-return]
 
 
-def get_temporal(request: Request) -> Client:
+async def get_temporal(request: Request) -> Client:
     return _state(request).temporal  # type: ignore[no-any-return]
 
 
-def get_current_user(
+async def get_current_user(
     request: Request, authorization: Annotated[str | None, Header(include_in_schema=False)] = None
 ) -> Principal:
     verifier: TokenVerifier = _state(request).verifier
@@ -47,7 +49,7 @@ def get_current_user(
     return principal
 
 
-def get_idempotency_key(
+async def get_idempotency_key(
     idempotency_key: Annotated[
         str | None,
         Header(alias="Idempotency-Key", description="Required on money-moving POSTs (≤ 255 chars)"),

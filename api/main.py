@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from temporalio.client import Client
 
 from api.errors import install_error_handlers
@@ -28,7 +27,6 @@ from api.routers import (
 from api.security import TokenVerifier
 from db.engine import make_engine
 from payweave import __version__
-from payweave.metrics import REQUEST_SECONDS
 from payweave.settings import Settings, get_settings
 from payweave.tracing import instrument_app
 
@@ -74,17 +72,8 @@ def create_app(
     )
     install_error_handlers(app)
 
-    @app.middleware("http")
-    async def observe_latency(request: Request, call_next: Any) -> Any:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        REQUEST_SECONDS.labels(
-            request.method, getattr(route, "path", "unmatched"), str(response.status_code)
-        ).observe(time.perf_counter() - started)
-        return response
-
-    # Added last = outermost: the request id is bound before the rate limit or anything else runs.
+    # Added last = outermost: the request id is bound before the rate limit or anything else runs; the same
+    # middleware times every request (payweave_http_request_seconds) and logs it.
     install_rate_limits(app, settings)
     app.add_middleware(RequestContextMiddleware)
 

@@ -17,6 +17,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from payweave.logs import begin_request_context, end_request_context
+from payweave.metrics import REQUEST_SECONDS
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # A caller-chosen id is kept only when it cannot smuggle anything into a log line or a header.
@@ -74,6 +75,7 @@ class RequestContextMiddleware:
     @staticmethod
     def _log(scope: Scope, status: int, seconds: float, error: str | None, fields: dict[str, Any]) -> None:
         route = getattr(scope.get("route"), "path", None)
+        REQUEST_SECONDS.labels(scope["method"], route or "unmatched", str(status)).observe(seconds)
         extra = {k: v for k, v in fields.items() if k != "request_id"}  # bound in the endpoint's context
         if error:
             extra["error"] = error
