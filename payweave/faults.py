@@ -34,7 +34,9 @@ from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, 
 log = logging.getLogger("payweave.faults")
 
 ENV = "PAYWEAVE_TEST_FAULTS"
-CRASH_LOG = "injected crash after commit"  # what a seeded crash logs (the chaos harness counts these lines)
+# What a seeded crash logs, once per crash (the chaos harness counts it; the exception's own text differs, so
+# Temporal's log of the failed attempt is not counted twice).
+CRASH_LOG = "FAULT seeded crash after commit"
 
 _armed: set[str] = set()
 crashes: list[str] = []  # activity types that crashed, in order (what the test can assert on)
@@ -140,7 +142,7 @@ def after_commit() -> None:
         log.warning(
             "%s in %s (%s, activity %s)", CRASH_LOG, hit.activity_type, hit.workflow_id, hit.activity_id
         )
-        raise InjectedCrash(f"{CRASH_LOG} in {info.activity_type}")
+        raise InjectedCrash(f"injected crash after commit in {info.activity_type}")
 
 
 @contextmanager
