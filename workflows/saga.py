@@ -43,8 +43,9 @@ COMPENSATION_RETRY = RetryPolicy(
     maximum_interval=MONEY_RETRY.maximum_interval,
     maximum_attempts=COMPENSATION_ATTEMPTS,
 )
-# Runs started since this patch park a compensation that gave up for an operator; older histories replay the
-# old way (a refusal ends the saga with ``compensation_failed`` after the other compensations ran).
+# A compensation that gives up after this patch parks its saga for an operator (a run open at the upgrade too);
+# histories recorded before replay the old way (a refusal ended the saga with ``compensation_failed`` after the
+# other compensations ran). Asked only when one gives up, so other histories' command sequences are unchanged.
 COMPENSATION_QUEUE = "compensations-wait-for-an-operator"
 # Set while a compensation runs (per asyncio task context): its steps retry under COMPENSATION_RETRY.
 _undoing: ContextVar[bool] = ContextVar("payweave_undoing", default=False)
