@@ -27,6 +27,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from api.deps import request_hash
 from db.engine import in_transaction
 from db.repositories import payments as payments_repo
+from payweave.errors import ServiceUnavailable
 from payweave.ids import derived_id, workflow_id
 from payweave.logs import bind_context
 from payweave.metrics import SAGAS_STARTED
@@ -81,7 +82,9 @@ async def recorded_answer(
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             return recorded
-        raise
+        raise ServiceUnavailable(
+            "the workflow service did not answer; retry with the same Idempotency-Key"
+        ) from exc
 
 
 async def start_saga(
@@ -106,6 +109,12 @@ async def start_saga(
         )
     except WorkflowAlreadyStartedError:
         return client.get_workflow_handle(wf_id)
+    except RPCError as exc:
+        # Temporal down or overloaded: nothing was started, and the key (with anything recorded under it) lets
+        # a retry pick up where this request stopped.
+        raise ServiceUnavailable(
+            "the workflow service did not answer; retry with the same Idempotency-Key"
+        ) from exc
 
 
 async def workflow_id_for(engine: AsyncEngine, resource_id: str) -> str | None:
