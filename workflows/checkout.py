@@ -50,6 +50,7 @@ from workflows.saga import (
     business_code,
     db_step,
     finish_forward,
+    forward,
     gateway_step,
     local_db_steps,
     notify,
@@ -246,9 +247,20 @@ class CheckoutWorkflow(AwaitsOperator):
         return self._view
 
     async def _record_paid(self, inp: CheckoutInput, reservations: list[str]) -> None:
+        """After the settle journal: book-keeping that cannot be undone, only finished (or resolved by hand)."""
+        if inp.total - inp.wallet_amount > 0:
+            await forward(
+                self._desk,
+                "mark_payment",
+                lambda: db_step(
+                    PaymentActivities.mark_payment,
+                    MarkPaymentInput(payment_id=f"pay_{inp.order_id}", status="succeeded"),
+                ),
+            )
         for reservation_id in reservations:
-            await db_step(OrderActivities.commit_stock, ReservationRef(reservation_id=reservation_id))
-        await self._finish(inp, "paid", None)
+            ref = ReservationRef(reservation_id=reservation_id)
+            await forward(self._desk, "commit_stock", lambda r=ref: db_step(OrderActivities.commit_stock, r))  # type: ignore[misc]
+        await forward(self._desk, "finish", lambda: self._finish(inp, "paid", None))
 
     async def _pay_at_gateway(
         self, inp: CheckoutInput, wf_id: str, amount: int, expires_at: datetime, saga: Saga
@@ -415,11 +427,6 @@ class CheckoutWorkflow(AwaitsOperator):
                     saga_id=wf_id,
                     external_ref=external_ref,
                 ),
-            )
-        if gateway_amount > 0:
-            await db_step(
-                PaymentActivities.mark_payment,
-                MarkPaymentInput(payment_id=f"pay_{inp.order_id}", status="succeeded"),
             )
 
     async def _finish(self, inp: CheckoutInput, status: str, code: str | None) -> None:

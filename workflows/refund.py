@@ -36,6 +36,7 @@ from workflows.saga import (
     business_code,
     db_step,
     finish_forward,
+    forward,
     gateway_step,
     notify,
     set_search_attributes,
@@ -139,23 +140,26 @@ class RefundWorkflow(AwaitsOperator):
             #    gets its own money back, so nothing can strand it in transit after the card was refunded.
             if booked.wallet_amount:
                 assert inp.buyer_wallet_id is not None
-                await finish_forward(
-                    db_step(
-                        LedgerActivities.post_journal,
-                        PostJournalInput(
-                            idempotency_key=step_key(wf_id, "wallet"),
-                            kind="refund",
-                            currency=inp.currency,
-                            postings=[
-                                PostingSpec(system="transit", amount=-booked.wallet_amount),
-                                PostingSpec(wallet_id=inp.buyer_wallet_id, amount=booked.wallet_amount),
-                            ],
-                            description=f"refund {inp.refund_id} of order {inp.order_id} (wallet)",
-                            saga_id=wf_id,
-                            compensation=True,
-                        ),
-                    )
+                wallet_part = PostJournalInput(
+                    idempotency_key=step_key(wf_id, "wallet"),
+                    kind="refund",
+                    currency=inp.currency,
+                    postings=[
+                        PostingSpec(system="transit", amount=-booked.wallet_amount),
+                        PostingSpec(wallet_id=inp.buyer_wallet_id, amount=booked.wallet_amount),
+                    ],
+                    description=f"refund {inp.refund_id} of order {inp.order_id} (wallet)",
+                    saga_id=wf_id,
+                    compensation=True,
                 )
+                if gateway_refund_id is None:  # nothing irreversible yet: a refusal undoes step 1
+                    await finish_forward(db_step(LedgerActivities.post_journal, wallet_part))
+                else:  # the card was refunded: the wallet part can only be finished (or resolved by hand)
+                    await forward(
+                        self._desk,
+                        "refund_wallet_part",
+                        lambda: db_step(LedgerActivities.post_journal, wallet_part),
+                    )
         except BaseException as exc:
             code = "gateway_refund_failed" if isinstance(exc, _GatewayRefused) else business_code(exc)
             await saga.compensate()
@@ -168,12 +172,11 @@ class RefundWorkflow(AwaitsOperator):
             if code is None:
                 raise
             return self._view
-        await db_step(
-            OrderActivities.finish_refund,
-            FinishRefundInput(
-                refund_id=inp.refund_id, status="succeeded", gateway_refund_id=gateway_refund_id
-            ),
+        done = FinishRefundInput(
+            refund_id=inp.refund_id, status="succeeded", gateway_refund_id=gateway_refund_id
         )
+        # The money has moved: recording it can only be finished (or resolved by hand), never undone.
+        await forward(self._desk, "finish_refund", lambda: db_step(OrderActivities.finish_refund, done))
         self._update(status="succeeded", gateway_refund_id=gateway_refund_id)
         await notify("refund.succeeded", [inp.requester, *inp.notify], self._event(), step="notify")
         return self._view

@@ -363,6 +363,27 @@ class OperatorDesk:
         workflow.set_current_details(details)
 
 
+FORWARD_QUEUE = "forward-steps-wait-for-operator"
+
+
+async def forward(desk: OperatorDesk | None, name: str, step: Callable[[], Awaitable[R]]) -> R | Resolved:
+    """Run a step after the saga's point of no return (the money has moved): nothing before it may be undone
+    any more, so a refusal waits for an operator's decision (``retry`` runs it again, ``resolve`` takes it as
+    done by hand) instead of failing the saga or compensating; a cancellation cannot stop it either.
+    (Runs from before this patch: the refusal raises, as it did.)"""
+    while True:
+        try:
+            return await finish_forward(step())
+        except ActivityError as exc:
+            why = gave_up(exc)
+            if why is None or desk is None or not workflow.patched(FORWARD_QUEUE):
+                raise
+            failure, refused = why
+        decision = await desk.ask(name, failure, refused)
+        if decision.action == "resolve":
+            return Resolved(decision.operator, decision.reason or "")
+
+
 class AwaitsOperator:
     """The Update and query by which an operator decides about a compensation that gave up. A workflow using
     it sets ``self._desk = OperatorDesk()`` in ``__init__`` and hands it to its ``Saga``."""

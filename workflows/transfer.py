@@ -24,7 +24,15 @@ with workflow.unsafe.imports_passed_through():
     from payweave.contracts.sagas import TransferInput, TransferStatusView
     from payweave.ids import step_key
 
-from workflows.saga import AwaitsOperator, OperatorDesk, Saga, business_code, db_step, set_search_attributes
+from workflows.saga import (
+    AwaitsOperator,
+    OperatorDesk,
+    Saga,
+    business_code,
+    db_step,
+    forward,
+    set_search_attributes,
+)
 
 
 @workflow.defn
@@ -126,7 +134,8 @@ class TransferWorkflow(AwaitsOperator):
             else:
                 await self._set_status("failed", "canceled")
             raise
-        await self._set_status("completed")
+        # The credit has gone through: recording it can only be finished (or resolved by hand), never undone.
+        await forward(self._desk, "mark_transfer", lambda: self._set_status("completed"))
         return self._view
 
     async def _post(self, key: str, kind: str, inp: TransferInput, postings: list[PostingSpec]) -> None:
