@@ -8,6 +8,7 @@ workflow changes on purpose (and then version it: running workflows must still r
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 
@@ -28,6 +29,9 @@ from tests.e2e.test_compensation_queue import (  # noqa: F401 - `lab` is a fixtu
 from tests.helpers import create_wallet, deposit, idem, until_terminal
 
 HISTORIES = Path(__file__).parent / "histories"
+# Record a later version beside the existing files instead of over them (running workflows started before a
+# change must still replay): e.g. PAYWEAVE_HISTORY_SUFFIX=_localsteps writes deposit_succeeded_localsteps.json.
+SUFFIX = os.environ.get("PAYWEAVE_HISTORY_SUFFIX", "")
 
 
 async def _save(temporal: Client, payments: AsyncEngine, table: str, resource_id: str, name: str) -> None:
@@ -42,7 +46,7 @@ async def _save(temporal: Client, payments: AsyncEngine, table: str, resource_id
     await eventually(closed)
     history = await temporal.get_workflow_handle(wf_id).fetch_history()
     HISTORIES.mkdir(exist_ok=True)
-    (HISTORIES / f"{name}.json").write_text(history.to_json())
+    (HISTORIES / f"{name}{SUFFIX}.json").write_text(history.to_json())
 
 
 async def test_record(
@@ -130,8 +134,8 @@ async def _save_workflow(temporal: Client, wf_id: str, name: str) -> None:
 
     await eventually(closed)
     history = await temporal.get_workflow_handle(wf_id).fetch_history()
-    (HISTORIES / f"{name}.json").write_text(history.to_json())
-    (HISTORIES / f"{name}.workflow_id").write_text(wf_id + "\n")
+    (HISTORIES / f"{name}{SUFFIX}.json").write_text(history.to_json())
+    (HISTORIES / f"{name}{SUFFIX}.workflow_id").write_text(wf_id + "\n")
 
 
 async def test_record_group_buys(
