@@ -330,8 +330,9 @@ class CheckoutWorkflow(AwaitsOperator):
                 raise _Ended("expired", "expired") from None
             if self._cancel_reason is not None and self._outcome != "succeeded":
                 raise _Ended("canceled", self._cancel_reason)
-            if self._outcome == "failed":
-                raise _Ended("failed", self._failure_code or "payment_failed")
+            if self._outcome == "failed":  # an invoice the gateway expired itself is an expired checkout
+                code = self._failure_code or "payment_failed"
+                raise _Ended("expired" if code == "expired" else "failed", code)
             # A success signal is a claim; the gateway's record is the proof.
             actual = await gateway_step(PaymentActivities.get_gateway_payment, ref)
             if actual.status == "succeeded":

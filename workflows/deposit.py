@@ -187,8 +187,9 @@ class DepositWorkflow:
         final = await cancel_until_final(ref, lambda: self._outcome == "succeeded")
         if final.status == "succeeded":
             return await self._credit(inp)
-        if self._outcome == "failed":
-            return await self._finish(inp, "failed", self._failure_code)
+        if self._outcome == "failed":  # an invoice the gateway expired itself is an expired deposit
+            status = "expired" if self._failure_code == "expired" else "failed"
+            return await self._finish(inp, status, self._failure_code)
         return await self._finish(inp, "expired", "expired")
 
     async def _await_confirmed_success(self, ref: GatewayPaymentRef, expires_at: datetime) -> bool:

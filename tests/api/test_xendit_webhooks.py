@@ -182,14 +182,14 @@ async def test_a_paid_invoice_end_to_end_credits_once_whatever_follows(
     assert await deposit_journals(wallet_engine, wallet_id) == [("deposit", 4_200)]
 
 
-async def test_an_invoice_that_expires_unpaid_fails_the_deposit_and_moves_nothing(
+async def test_an_invoice_that_expires_unpaid_expires_the_deposit_and_moves_nothing(
     http: httpx.AsyncClient, users: Users, emulator: httpx.AsyncClient, payments_engine: AsyncEngine
 ) -> None:
     auth, accepted, wallet_id = await xendit_deposit(http, users, 1_000)
     invoice_id = accepted["gateway_payment_id"]
     assert (await emulator.post(f"/_control/invoices/{invoice_id}/expire")).status_code == 200
     done = await until_terminal(http, auth, f"/v1/deposits/{accepted['id']}")
-    assert (done["failure_code"], done["credited"]) == ("expired", False)
+    assert (done["status"], done["failure_code"], done["credited"]) == ("expired", "expired", False)
     assert (await wallet(http, auth, wallet_id))["balance"] == 0
     [expired] = await stored_events(payments_engine, invoice_id)
     assert expired["event_id"] == f"{invoice_id}:EXPIRED" and expired["routed_at"]
