@@ -31,10 +31,8 @@ import pytest
 import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, WorkflowQueryFailedError
-from temporalio.service import RPCError
-from temporalio.worker import Worker
+from temporalio.service import RPCError, RPCStatusCode
 
-from payweave.chaos import start_api
 from payweave.chaos.gateways import stripe_intents
 from payweave.contracts.attention import AttentionView, OperatorDecision
 from payweave.faults import Execution, FaultInterceptor
@@ -42,8 +40,8 @@ from payweave.settings import Settings
 from tests.conftest import Users, eventually
 from tests.e2e.test_checkouts import merchant_with_product
 from tests.helpers import create_wallet, wallet
+from tests.lab import own_queue
 from tests.reliability.conftest import fund
-from workers.registry import WORKFLOWS, build_activities, gateways_from_settings
 
 pytestmark = pytest.mark.reliability
 
@@ -75,28 +73,11 @@ async def lab(
     users: Users,
     api_url: str,  # the fixture API receives localstripe's webhooks and signals these sagas too
 ) -> AsyncIterator[Lab]:
-    ours = settings.model_copy(update={"temporal_task_queue": f"r5-{uuid.uuid4().hex[:8]}"})
     faults = FaultInterceptor()
-    worker = Worker(
-        temporal,
-        task_queue=ours.temporal_task_queue,
-        workflows=list(WORKFLOWS),
-        activities=build_activities(
-            wallet_engine=wallet_engine,
-            payments_engine=payments_engine,
-            gateways=gateways_from_settings(ours),
-            settings=ours,
-            client=temporal,
-        ),
-        interceptors=[faults],
-    )
-    async with worker:
-        url, stop = await start_api(ours, temporal.service_client.config.target_host)
-        try:
-            async with httpx.AsyncClient(base_url=url, timeout=60) as http:
-                yield Lab(http, faults, temporal, ours, wallet_engine, users)
-        finally:
-            await stop()
+    async with own_queue(
+        settings, temporal, wallet_engine, payments_engine, prefix="r5", interceptors=[faults]
+    ) as (http, ours):
+        yield Lab(http, faults, temporal, ours, wallet_engine, users)
 
 
 @dataclass
@@ -290,8 +271,14 @@ async def closed(lab: Lab, wf_id: str) -> str:
     while not result.done():
         if not how and await parked(handle):
             decision = OperatorDecision(action="retry", operator="r5", reason="the injected failure is gone")
-            await handle.execute_update("decide_compensation", decision, result_type=AttentionView)
-            how = "parked, retried, "
+            try:
+                await handle.execute_update("decide_compensation", decision, result_type=AttentionView)
+                how = "parked, retried, "
+            except (
+                RPCError
+            ) as exc:  # e.g. "workflow not ready" while a workflow task is retried: decide again
+                if exc.status != RPCStatusCode.FAILED_PRECONDITION:
+                    raise
         await asyncio.wait({result}, timeout=0.2)
     try:
         result.result()
