@@ -61,9 +61,11 @@ async def _priced_items(payments: PaymentsDB, body: CreateCheckout) -> list[Orde
     return await in_transaction(payments, work)
 
 
-async def _wallet(wallets: WalletDB, owner: str, currency: str) -> Wallet | None:
-    async def work(conn: AsyncConnection) -> Wallet | None:
-        return await ledger.find_wallet(conn, owner, currency)
+async def _wallets(wallets: WalletDB, owners: list[str], currency: str) -> list[Wallet | None]:
+    """Each owner's wallet in ``currency`` (None where there is none), read in one transaction."""
+
+    async def work(conn: AsyncConnection) -> list[Wallet | None]:
+        return [await ledger.find_wallet(conn, owner, currency) for owner in owners]
 
     return await in_transaction(wallets, work)
 
@@ -100,14 +102,13 @@ async def create_checkout(
     total = sum(i.quantity * i.unit_price for i in items) if items else int(body.amount or 0)
     if total > MAX_AMOUNT:
         raise InvalidAmount("the order total is too large")
-    merchant_wallet = await _wallet(wallets, body.merchant_id, body.currency)
+    pay = body.payment
+    with_wallet = pay.method in ("wallet", "split")
+    found = await _wallets(wallets, [body.merchant_id, *([user.sub] if with_wallet else [])], body.currency)
+    merchant_wallet = found[0]
     if merchant_wallet is None or merchant_wallet.kind != "customer":
         raise ValidationFailed(f"merchant {body.merchant_id} cannot receive {body.currency}")
-
-    pay = body.payment
-    buyer_wallet: Wallet | None = None
-    if pay.method in ("wallet", "split"):
-        buyer_wallet = _usable(await _wallet(wallets, user.sub, body.currency), "the buyer")
+    buyer_wallet: Wallet | None = _usable(found[1], "the buyer") if with_wallet else None
     if pay.method == "wallet":
         if pay.gateway or pay.wallet_amount or pay.payment_method:
             raise ValidationFailed("a wallet payment takes no gateway, wallet_amount or payment_method")
