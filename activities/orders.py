@@ -22,13 +22,11 @@ from payweave.metrics import saga_ended
 
 
 async def move_order(conn: AsyncConnection, mark: MarkOrderInput) -> tuple[str | None, Order]:
-    """Move the order's status (row locked first); also the status it had, for ``saga_ended("checkout", ...)``
+    """Move the order's status (one locked read); also the status it had, for ``saga_ended("checkout", ...)``
     once the transaction committed."""
-    before = await commerce.get_order(conn, mark.order_id, for_update=True)
-    after = await commerce.update_order(
+    return await commerce.move_order(
         conn, order_id=mark.order_id, status=mark.status, failure_code=mark.failure_code
     )
-    return (before.status if before else None), after
 
 
 class OrderActivities:

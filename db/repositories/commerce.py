@@ -222,11 +222,18 @@ async def get_order(conn: AsyncConnection, order_id: str, *, for_update: bool = 
 async def update_order(
     conn: AsyncConnection, *, order_id: str, status: str, failure_code: str | None = None
 ) -> Order:
+    return (await move_order(conn, order_id=order_id, status=status, failure_code=failure_code))[1]
+
+
+async def move_order(
+    conn: AsyncConnection, *, order_id: str, status: str, failure_code: str | None = None
+) -> tuple[str, Order]:
+    """Move the order forward to ``status`` (never backwards) under its row lock: (status before, order after)."""
     current = await get_order(conn, order_id, for_update=True)
     if current is None:
         raise errors.NotFound(f"order {order_id} not found")
     if ORDER_RANK[status] <= ORDER_RANK[current.status] and status != current.status:
-        return current
+        return current.status, current
     row = (
         await conn.execute(
             text(
@@ -236,7 +243,7 @@ async def update_order(
             {"id": order_id, "status": status, "code": failure_code},
         )
     ).one()
-    return Order.model_validate(_strip(row))
+    return current.status, Order.model_validate(_strip(row))
 
 
 # --- refunds -------------------------------------------------------------------------------------------
