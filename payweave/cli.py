@@ -299,6 +299,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--chart", metavar="FILE.png", help="PNG chart (needs matplotlib; skipped without it)")
     bench.add_argument("--participants", type=int, default=None, help="wallet participants (10,000)")
     bench.add_argument("--gateway-participants", type=int, default=None, help="gateway participants (1,000)")
+    bench.add_argument(
+        "--sandboxed",
+        action="store_true",
+        help="workers run workflows in Temporal's sandbox (the default of PAYWEAVE_WORKFLOW_SANDBOX); "
+        "without it they run as production does (docker-compose.yml)",
+    )
     bench.set_defaults(func=cmd_bench)
     return parser
 
@@ -314,14 +320,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
             quick=args.quick,
             participants=args.participants,
             gateway_participants=args.gateway_participants,
+            sandboxed=args.sandboxed,
         )
     )
     from payweave.bench.report import print_table, write_json
 
     console = Console()
-    print_table(results, console)
+    print_table(results, console, sandboxed=args.sandboxed)
     if args.json:
-        write_json(results, Path(args.json))
+        write_json(results, Path(args.json), sandboxed=args.sandboxed)
     if args.chart:
         console.print(f"--chart {args.chart}: matplotlib is not installed, chart skipped")
     return 0 if all(r.meets_target for r in results) else 1

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     temporal_tls: bool = False
     temporal_api_key: SecretStr | None = None
     temporal_ui_url: str = f"http://127.0.0.1:{DEV_TEMPORAL_UI_PORT}"
+    # Run workflows in Temporal's sandbox (refuses non-deterministic calls; re-imports the workflow's module for
+    # every run). On for development and tests; docker-compose.yml turns it off (workers/main.py says why).
+    workflow_sandbox: bool = True
 
     stripe_api_key: SecretStr = SecretStr("sk_test_payweave_localstripe")
     # None → the real Stripe API; the dev stack points this at localstripe.

@@ -9,7 +9,7 @@ import signal
 from prometheus_client import start_http_server
 from temporalio.client import Client
 from temporalio.service import RPCError
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from db.engine import make_engine
@@ -27,7 +27,14 @@ log = logging.getLogger("payweave.worker")
 SHARED_WORKFLOW_MODULES = ("payweave", "activities", "db", "workflows.saga", "workflows.gateway_payment")
 
 
-def workflow_runner() -> SandboxedWorkflowRunner:
+def workflow_runner(sandboxed: bool = True) -> WorkflowRunner:
+    """The sandbox (the default: development, tests, ``payweave dev``) refuses non-deterministic calls in
+    workflow code as it runs; it costs a fresh import of the workflow's module for every run started or
+    replayed into the cache. Production runs the same code without it (``PAYWEAVE_WORKFLOW_SANDBOX=false`` in
+    docker-compose.yml): the suite has already run every workflow sandboxed, and the replay tests replay every
+    recorded history under both runners. Measured in docs/benchmarks.md (B1, B6)."""
+    if not sandboxed:
+        return UnsandboxedWorkflowRunner()
     return SandboxedWorkflowRunner(
         restrictions=SandboxRestrictions.default.with_passthrough_modules(*SHARED_WORKFLOW_MODULES)
     )
@@ -47,7 +54,7 @@ def build_worker(
         client,
         task_queue=task_queue or settings.temporal_task_queue,
         workflows=list(WORKFLOWS),
-        workflow_runner=workflow_runner(),
+        workflow_runner=workflow_runner(settings.workflow_sandbox),
         activities=build_activities(
             wallet_engine=wallet_engine,  # type: ignore[arg-type]
             payments_engine=payments_engine,  # type: ignore[arg-type]

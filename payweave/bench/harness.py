@@ -38,7 +38,7 @@ class Stack:
 
 
 @asynccontextmanager
-async def embedded_stack() -> AsyncIterator[Stack]:
+async def embedded_stack(*, sandboxed: bool = False) -> AsyncIterator[Stack]:
     from workers.main import build_worker  # noqa: PLC0415 — the worker pulls in every workflow
 
     with tempfile.TemporaryDirectory(prefix="payweave-bench-") as tmp:
@@ -58,6 +58,8 @@ async def embedded_stack() -> AsyncIterator[Stack]:
                 stripe_api_base=f"http://127.0.0.1:{stripe_port}",
                 stripe_api_key=SecretStr("sk_test_payweave_bench"),
                 schedules_enabled=False,
+                # As production runs the worker (docker-compose.yml); `--sandboxed` measures the default.
+                workflow_sandbox=sandboxed,
                 _env_file=None,
             )
             await upgrade_all(settings.wallet_database_url, settings.payments_database_url)

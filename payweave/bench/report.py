@@ -37,10 +37,10 @@ def machine() -> dict[str, Any]:
     }
 
 
-def print_table(results: list[Result], console: Console) -> None:
+def print_table(results: list[Result], console: Console, *, sandboxed: bool = False) -> None:
     if not console.is_terminal:  # a log file or a pipe: wide enough that names are not cut
         console = Console(file=console.file, width=180)
-    table = Table(title="payweave bench")
+    table = Table(title="payweave bench" + (" (workflow sandbox on)" if sandboxed else ""))
     for column in ("id", "benchmark", "value", "baseline", "ratio", "p50 / p99 ms", "target", "met?"):
         table.add_column(column)
     for r in results:
@@ -57,7 +57,11 @@ def print_table(results: list[Result], console: Console) -> None:
     console.print(table)
 
 
-def write_json(results: list[Result], path: Path) -> None:
-    path.write_text(
-        json.dumps({"machine": machine(), "benchmarks": [asdict(r) for r in results]}, indent=2) + "\n"
-    )
+def write_json(results: list[Result], path: Path, *, sandboxed: bool = False) -> None:
+    document = {
+        "machine": machine(),
+        # the worker configuration measured: production's (docker-compose.yml) unless --sandboxed
+        "config": {"workflow_sandbox": sandboxed},
+        "benchmarks": [asdict(r) for r in results],
+    }
+    path.write_text(json.dumps(document, indent=2) + "\n")

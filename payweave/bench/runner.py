@@ -110,10 +110,11 @@ async def run_bench(
     quick: bool = False,
     participants: int | None = None,
     gateway_participants: int | None = None,
+    sandboxed: bool = False,
 ) -> list[Result]:
     """``benchmark`` is one of BENCHMARKS or ``all``; ``quick`` shrinks the runs so ``all`` stays < 10 minutes."""
     chosen = set(BENCHMARKS) if benchmark == "all" else {benchmark}
     progress = Console(file=sys.stderr)
-    async with embedded_stack() as stack:
+    async with embedded_stack(sandboxed=sandboxed) as stack:
         results = await _all(stack, chosen, quick, participants, gateway_participants, progress)
     return sorted(results, key=lambda r: r.id)
