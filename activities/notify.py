@@ -15,7 +15,7 @@ from temporalio import activity
 
 from activities.errors import business_errors
 from activities.orders import move_order
-from db.engine import in_transaction
+from db.engine import in_statement, in_transaction
 from db.repositories import notifications as repo
 from payweave.contracts.activities import FinishOrderInput, NotifyInput
 from payweave.contracts.commerce import Order
@@ -30,18 +30,8 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
 
 async def _store(conn: AsyncConnection, inp: NotifyInput) -> list[repo.Notification]:
     """One row per recipient, keyed: the rows this call stored (none on a retry that finds them stored)."""
-    stored = []
-    for recipient in dict.fromkeys(inp.recipients):
-        row = await repo.store(
-            conn,
-            idempotency_key=f"{inp.idempotency_key}:{recipient}",
-            recipient=recipient,
-            kind=inp.kind,
-            data=inp.data,
-        )
-        if row is not None:
-            stored.append(row)
-    return stored
+    keys = {recipient: f"{inp.idempotency_key}:{recipient}" for recipient in inp.recipients}
+    return await repo.store(conn, kind=inp.kind, data=inp.data, keys=keys)
 
 
 class NotifyActivities:
@@ -55,7 +45,7 @@ class NotifyActivities:
     @activity.defn
     async def notify(self, inp: NotifyInput) -> int:
         """Returns how many notifications this call stored (0 on a retry that finds them stored)."""
-        stored = await in_transaction(self._engine, lambda conn: _store(conn, inp))
+        stored = await in_statement(self._engine, lambda conn: _store(conn, inp))
         await self._deliver_all(stored)
         return len(stored)
 
@@ -108,4 +98,4 @@ class NotifyActivities:
         async def mark(conn: AsyncConnection) -> None:
             await repo.mark_delivered(conn, notification_id=row.id, error=error)
 
-        await in_transaction(self._engine, mark)
+        await in_statement(self._engine, mark)

@@ -7,7 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from temporalio import activity
 
 from activities.errors import business_errors
-from db.engine import in_transaction
+from db.engine import in_statement, in_transaction
 from db.repositories import commerce
 from payweave.contracts.activities import (
     FinishRefundInput,
@@ -54,7 +54,7 @@ class OrderActivities:
                 expires_at=inp.expires_at,
             )
 
-        return await in_transaction(self._engine, work)
+        return await in_statement(self._engine, work)
 
     @activity.defn
     async def reserve_stock(self, inp: ReserveStockInput) -> Reservation:

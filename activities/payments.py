@@ -9,7 +9,7 @@ from temporalio import activity
 
 from activities.errors import business_errors
 from activities.gateways.base import PaymentGateway
-from db.engine import in_transaction
+from db.engine import in_statement, in_transaction
 from db.repositories import payments as repo
 from payweave.contracts.activities import (
     CreateGatewayPaymentInput,
@@ -52,7 +52,7 @@ class PaymentActivities:
                 expires_at=inp.expires_at,
             )
 
-        return await in_transaction(self._engine, work)
+        return await in_statement(self._engine, work)
 
     @activity.defn
     async def create_gateway_payment(self, inp: CreateGatewayPaymentInput) -> GatewayPayment:
@@ -81,7 +81,7 @@ class PaymentActivities:
                 failure_code=payment.failure_code,
             )
 
-        await in_transaction(self._engine, record)
+        await in_statement(self._engine, record)
         return payment
 
     @activity.defn
@@ -113,19 +113,17 @@ class PaymentActivities:
 
     @activity.defn
     async def mark_payment(self, inp: MarkPaymentInput) -> Payment:
-        async def work(conn: AsyncConnection) -> tuple[str | None, Payment]:
-            before = await repo.get_payment(conn, inp.payment_id)
-            after = await repo.update_payment(
+        async def work(conn: AsyncConnection) -> tuple[str, Payment]:
+            return await repo.move_payment(
                 conn,
                 payment_id=inp.payment_id,
                 status=inp.status,
                 failure_code=inp.failure_code,
                 credited=inp.credited,
             )
-            return (before.status if before else None), after
 
         async with business_errors():
-            before, payment = await in_transaction(self._engine, work)
+            before, payment = await in_statement(self._engine, work)
         if payment.purpose == "deposit":  # a deposit saga ends with its payment
             saga_ended("deposit", before, payment.status)
         return payment

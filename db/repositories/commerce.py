@@ -34,6 +34,10 @@ ORDER_RANK = {
 }
 
 
+# The rank of an order status as SQL over ``col``: an order never moves to a lower rank.
+_ORDER_RANK_SQL = "CASE {col} " + " ".join(f"WHEN '{k}' THEN {v}" for k, v in ORDER_RANK.items()) + " END"
+
+
 def _strip(row: Any) -> dict[str, Any]:
     data = dict(row._mapping)
     if isinstance(data.get("currency"), str):
@@ -228,22 +232,29 @@ async def update_order(
 async def move_order(
     conn: AsyncConnection, *, order_id: str, status: str, failure_code: str | None = None
 ) -> tuple[str, Order]:
-    """Move the order forward to ``status`` (never backwards) under its row lock: (status before, order after)."""
-    current = await get_order(conn, order_id, for_update=True)
-    if current is None:
-        raise errors.NotFound(f"order {order_id} not found")
-    if ORDER_RANK[status] <= ORDER_RANK[current.status] and status != current.status:
-        return current.status, current
+    """Move the order forward to ``status`` (never backwards) under its row lock, in one statement:
+    (status before, order after)."""
+    if status not in ORDER_RANK:
+        raise ValueError(f"unknown order status {status!r}")
     row = (
         await conn.execute(
             text(
-                "UPDATE orders SET status = :status, failure_code = coalesce(:code, failure_code), updated_at = now() "
-                f"WHERE id = :id RETURNING {_ORDER_COLUMNS}"
+                "UPDATE orders p SET status = :status, failure_code = coalesce(:code, p.failure_code), "
+                "updated_at = now() FROM (SELECT id, status AS old_status FROM orders WHERE id = :id FOR UPDATE) o "
+                f"WHERE p.id = o.id AND ({_ORDER_RANK_SQL.format(col='CAST(:status AS text)')} > "
+                f"{_ORDER_RANK_SQL.format(col='o.old_status')} OR o.old_status = :status) "
+                f"RETURNING o.old_status, {', '.join('p.' + c.strip() for c in _ORDER_COLUMNS.split(','))}"
             ),
             {"id": order_id, "status": status, "code": failure_code},
         )
-    ).one()
-    return current.status, Order.model_validate(_strip(row))
+    ).first()
+    if row is not None:
+        data = _strip(row)
+        return str(data.pop("old_status")), Order.model_validate(data)
+    current = await get_order(conn, order_id)  # not there, or a move backwards: nothing changed
+    if current is None:
+        raise errors.NotFound(f"order {order_id} not found")
+    return current.status, current
 
 
 # --- refunds -------------------------------------------------------------------------------------------

@@ -24,20 +24,25 @@ _COLUMNS = "id, recipient, kind, data, created_at, delivered_at"
 
 
 async def store(
-    conn: AsyncConnection, *, idempotency_key: str, recipient: str, kind: str, data: dict[str, Any]
-) -> Notification | None:
-    """Store once; None when an earlier attempt already stored it."""
-    row = (
-        await conn.execute(
-            text(
-                "INSERT INTO notifications (idempotency_key, recipient, kind, data) "
-                "VALUES (:key, :recipient, :kind, CAST(:data AS jsonb)) "
-                f"ON CONFLICT (idempotency_key) DO NOTHING RETURNING {_COLUMNS}"
-            ),
-            {"key": idempotency_key, "recipient": recipient, "kind": kind, "data": json.dumps(data)},
-        )
-    ).first()
-    return Notification.model_validate(dict(row._mapping)) if row else None
+    conn: AsyncConnection, *, kind: str, data: dict[str, Any], keys: dict[str, str]
+) -> list[Notification]:
+    """One row per recipient (``keys``: recipient → idempotency key), stored once, in ONE statement: the rows
+    this call stored, in id order (none on a retry that finds them all stored)."""
+    recipients = list(keys)
+    rows = await conn.execute(
+        text(
+            "INSERT INTO notifications (idempotency_key, recipient, kind, data) "
+            "SELECT k, r, :kind, CAST(:data AS jsonb) FROM unnest(CAST(:keys AS text[]), CAST(:recipients AS text[])) "
+            f"AS t(k, r) ON CONFLICT (idempotency_key) DO NOTHING RETURNING {_COLUMNS}"
+        ),
+        {
+            "keys": [keys[r] for r in recipients],
+            "recipients": recipients,
+            "kind": kind,
+            "data": json.dumps(data),
+        },
+    )
+    return sorted((Notification.model_validate(dict(r._mapping)) for r in rows), key=lambda n: n.id)
 
 
 async def mark_delivered(conn: AsyncConnection, *, notification_id: int, error: str | None) -> None:

@@ -38,7 +38,10 @@ _TRANSFER_RANK = {"pending": 0, "debited": 1, "completed": 2, "failed": 2}
 
 
 def _payment(row: Any) -> Payment:
-    data = dict(row._mapping)
+    return _payment_of(dict(row._mapping))
+
+
+def _payment_of(data: dict[str, Any]) -> Payment:
     data["currency"] = data["currency"].strip()
     return Payment.model_validate(data)
 
@@ -160,7 +163,18 @@ async def find_payment_by_step_key(conn: AsyncConnection, gateway: str, key: str
     return _payment(row) if row else None
 
 
-async def update_payment(
+async def update_payment(conn: AsyncConnection, *, payment_id: str, **changes: Any) -> Payment:
+    """Move a payment forward (``move_payment``'s fields). A status that ranks below the current one is ignored,
+    never applied."""
+    return (await move_payment(conn, payment_id=payment_id, **changes))[1]
+
+
+# The rank of every payment status as a SQL expression over ``status``: a move to a lower rank is ignored.
+_RANK_SQL = "CASE {col} " + " ".join(f"WHEN '{k}' THEN {v}" for k, v in _PAYMENT_RANK.items()) + " END"
+_FINAL_STATUSES = "('failed', 'expired', 'canceled', 'refunded')"
+
+
+async def move_payment(
     conn: AsyncConnection,
     *,
     payment_id: str,
@@ -169,41 +183,45 @@ async def update_payment(
     next_action: dict[str, Any] | None = None,
     failure_code: str | None = None,
     credited: bool | None = None,
-) -> Payment:
-    """Move a payment forward. A status that ranks below the current one is ignored, never applied."""
-    current = (
-        await conn.execute(
-            text(f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE id = :id FOR UPDATE"), {"id": payment_id}
-        )
-    ).first()
-    if current is None:
-        raise errors.NotFound(f"payment {payment_id} not found")
-    payment = _payment(current)
-    new_status = payment.status
-    if status is not None and _PAYMENT_RANK[status] > _PAYMENT_RANK[payment.status]:
-        new_status = status  # type: ignore[assignment]
+) -> tuple[str, Payment]:
+    """update_payment in ONE statement (the row locked by the UPDATE itself, the rank compared in SQL), also
+    returning the status the payment had before: (previous status, payment)."""
+    if status is not None and status not in _PAYMENT_RANK:
+        raise ValueError(f"unknown payment status {status!r}")
     row = (
         await conn.execute(
             text(
-                "UPDATE payments SET status = :status, "
-                "gateway_payment_id = coalesce(gateway_payment_id, :gid), "
-                "next_action = coalesce(CAST(:next_action AS jsonb), next_action), "
-                "failure_code = CASE WHEN :status IN ('failed', 'expired', 'canceled', 'refunded') "
-                "                    THEN coalesce(:failure_code, failure_code) ELSE failure_code END, "
-                "credited = coalesce(:credited, credited), updated_at = now() "
-                f"WHERE id = :id RETURNING {_PAYMENT_COLUMNS}"
+                "UPDATE payments p SET status = o.new_status, "
+                "gateway_payment_id = coalesce(p.gateway_payment_id, :gid), "
+                "next_action = coalesce(CAST(:next_action AS jsonb), p.next_action), "
+                f"failure_code = CASE WHEN o.new_status IN {_FINAL_STATUSES} "
+                "                    THEN coalesce(:failure_code, p.failure_code) ELSE p.failure_code END, "
+                "credited = coalesce(:credited, p.credited), updated_at = now() "
+                "FROM (SELECT id, status AS old_status, CASE WHEN CAST(:status AS text) IS NOT NULL AND "
+                f"{_RANK_SQL.format(col='CAST(:status AS text)')} > {_RANK_SQL.format(col='status')} "
+                "THEN CAST(:status AS text) ELSE status END AS new_status "
+                "FROM payments WHERE id = :id FOR UPDATE) o "
+                f"WHERE p.id = o.id RETURNING o.old_status, {_aliased(_PAYMENT_COLUMNS, 'p')}"
             ),
             {
                 "id": payment_id,
-                "status": new_status,
+                "status": status,
                 "gid": gateway_payment_id,
                 "next_action": json.dumps(next_action) if next_action is not None else None,
                 "failure_code": failure_code,
                 "credited": credited,
             },
         )
-    ).one()
-    return _payment(row)
+    ).first()
+    if row is None:
+        raise errors.NotFound(f"payment {payment_id} not found")
+    data = dict(row._mapping)
+    previous = str(data.pop("old_status"))
+    return previous, _payment_of(data)
+
+
+def _aliased(columns: str, alias: str) -> str:
+    return ", ".join(f"{alias}.{c.strip()}" for c in columns.split(","))
 
 
 async def list_payments(conn: AsyncConnection, *, owner: str, purpose: str, limit: int = 50) -> list[Payment]:

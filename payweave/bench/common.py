@@ -1,18 +1,18 @@
 """Shared pieces of the benchmarks: funded wallets written straight into the ledger (the thing measured is the
-saga, not the set-up), a bounded-concurrency load driver with per-item latencies, percentiles, and the API served
-in this process on a free port (so localstripe's webhooks reach it over real HTTP)."""
+saga, not the set-up), a bounded-concurrency load driver with per-item latencies, percentiles, and the API as a
+process of its own on a free port (so localstripe's webhooks reach it over real HTTP)."""
 
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
-import uvicorn
-from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -21,7 +21,6 @@ from db.repositories import ledger
 from payweave.bench.harness import Stack
 from payweave.contracts.ledger import Posting
 from payweave.devstack.localstripe_server import configure_webhook
-from payweave.devstack.supervisor import free_port
 from payweave.settings import Settings
 from payweave.tokens import issue_token
 
@@ -100,47 +99,23 @@ class Api:
 
 @asynccontextmanager
 async def api_server(stack: Stack) -> AsyncIterator[Api]:
-    """The payweave API (the production app) served by uvicorn in this process, with localstripe posting its
-    signed webhooks to it."""
-    from api.main import create_app  # noqa: PLC0415 — only the benchmarks that need the API pay for it
+    """The payweave API as production runs it: ``payweave api`` in a process of its own (B7's
+    ``api_process``), with localstripe posting its signed webhooks to it."""
+    from payweave.bench.api import api_process  # noqa: PLC0415 — api imports this module
 
-    secret = "whsec_bench_" + uuid.uuid4().hex
-    port = free_port()
-    settings = stack.settings.model_copy(
-        update={
-            "stripe_webhook_secret": SecretStr(secret),
-            "jwt_secret": SecretStr("bench-" + uuid.uuid4().hex),
-            "public_base_url": f"http://127.0.0.1:{port}",
-        }
-    )
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings, temporal=stack.client),
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-            lifespan="on",
-            access_log=False,
-            timeout_keep_alive=60,
-            timeout_graceful_shutdown=5,
-        )
-    )
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-        url = f"http://127.0.0.1:{port}"
-        stripe = stack.settings.stripe_api_base
-        assert stripe is not None
-        hook = (stripe, f"{url}/v1/webhooks/stripe", secret, f"bench-{port}")
-        await asyncio.to_thread(configure_webhook, *hook)
-        try:
-            yield Api(url, settings)
-        finally:
-            # localstripe cannot forget a webhook: narrow it to an event that never happens instead.
-            await asyncio.to_thread(configure_webhook, *hook, ["bench.never"])
-    finally:
-        server.should_exit = True
-        await task
+    with tempfile.TemporaryDirectory(prefix="payweave-bench-api-") as tmp:
+        async with api_process(stack, Path(tmp)) as (url, settings):
+            stripe = stack.settings.stripe_api_base
+            assert stripe is not None
+            hook = (
+                stripe,
+                f"{url}/v1/webhooks/stripe",
+                settings.stripe_webhook_secrets()[0],
+                f"bench-{url.rsplit(':', 1)[1]}",
+            )
+            await asyncio.to_thread(configure_webhook, *hook)
+            try:
+                yield Api(url, settings)
+            finally:
+                # localstripe cannot forget a webhook: narrow it to an event that never happens instead.
+                await asyncio.to_thread(configure_webhook, *hook, ["bench.never"])
