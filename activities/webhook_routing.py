@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from db.engine import in_transaction
+from db.engine import in_statement
 from db.repositories import payments as payments_repo
 from payweave.contracts.payments import WebhookEvent
 from payweave.contracts.sagas import PaymentEvent
@@ -122,7 +122,7 @@ async def owning_workflow(
             payment = await payments_repo.find_payment_by_step_key(conn, provider, external_id)
         return payment.workflow_id if payment else None
 
-    return await in_transaction(engine, work)
+    return await in_statement(engine, work)
 
 
 async def route_event(
@@ -161,5 +161,5 @@ async def route_event(
     async def mark(conn: AsyncConnection) -> None:
         await payments_repo.mark_webhook_routed(conn, event_row_id=stored.id, error=error, note=note)
 
-    await in_transaction(engine, mark)
+    await in_statement(engine, mark)
     return outcome

@@ -15,7 +15,7 @@ from api.deps import CurrentUser, IdempotencyKey, PaymentsDB, SettingsDep, Tempo
 from api.sagas import accepted_snapshot, claim_key, recorded_answer, saga_ids, start_saga
 from api.schemas import CancelCheckoutIn, CheckoutOut, CreateCheckout
 from api.security import Principal
-from db.engine import in_transaction
+from db.engine import in_statement, in_transaction
 from db.repositories import commerce, ledger
 from db.repositories import payments as payments_repo
 from payweave import search_attributes as sa
@@ -62,12 +62,12 @@ async def _priced_items(payments: PaymentsDB, body: CreateCheckout) -> list[Orde
 
 
 async def _wallets(wallets: WalletDB, owners: list[str], currency: str) -> list[Wallet | None]:
-    """Each owner's wallet in ``currency`` (None where there is none), read in one transaction."""
+    """Each owner's wallet in ``currency`` (None where there is none): reads on one connection, no transaction."""
 
     async def work(conn: AsyncConnection) -> list[Wallet | None]:
         return [await ledger.find_wallet(conn, owner, currency) for owner in owners]
 
-    return await in_transaction(wallets, work)
+    return await in_statement(wallets, work)
 
 
 def _usable(wallet: Wallet | None, what: str) -> Wallet:

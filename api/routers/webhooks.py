@@ -23,7 +23,7 @@ from activities.webhook_routing import (
     xendit_routing,
 )
 from api.deps import PaymentsDB, SettingsDep, TemporalDep
-from db.engine import in_transaction
+from db.engine import in_statement
 from db.repositories import payments as payments_repo
 from payweave.contracts.payments import WebhookEvent
 from payweave.errors import PayweaveError, Unauthenticated
@@ -96,7 +96,7 @@ async def stripe_webhook(
             payload=event,
         )
 
-    stored = await in_transaction(payments, store)
+    stored = await in_statement(payments, store)
     if stored is None:
         WEBHOOK_EVENTS.labels("stripe", "duplicate").inc()
         return {"received": True, "duplicate": True}
@@ -150,7 +150,7 @@ async def xendit_webhook(
             payload=body,
         )
 
-    stored = await in_transaction(payments, store)
+    stored = await in_statement(payments, store)
     if stored is None:
         WEBHOOK_EVENTS.labels("xendit", "duplicate").inc()
         return {"received": True, "duplicate": True}
