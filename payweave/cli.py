@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from rich.console import Console
 from rich.table import Table
@@ -363,5 +365,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     return int(args.func(args) or 0)
 
 
+def run() -> NoReturn:
+    """The ``payweave`` command: main(), then the exit handlers (logs, tracing exporters), then leave without
+    CPython's interpreter teardown. Temporal's client keeps Rust threads that can crash that teardown after the
+    command has finished (temporalio/sdk-python#300): a refused ``sagas retry`` then exited with SIGSEGV (-11)
+    instead of 1."""
+    try:
+        code = main()
+    except SystemExit as exc:  # argparse's --help and usage errors, sys.exit() in a command
+        if exc.code is None or isinstance(exc.code, int):
+            code = exc.code or 0
+        else:
+            print(exc.code, file=sys.stderr)
+            code = 1
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
