@@ -33,16 +33,24 @@ def cli_flags() -> dict[str, str]:
 
 
 def initial(
-    *, kind: str, owner: str, amount: int, currency: str, status: str = "pending"
+    *,
+    kind: str,
+    owner: str,
+    amount: int,
+    currency: str,
+    status: str = "pending",
+    order_id: str | None = None,
 ) -> TypedSearchAttributes:
-    """The attributes a saga starts with (the workflow upserts them at every state change)."""
-    return TypedSearchAttributes(
-        [
-            SearchAttributePair(PW_KIND, kind),
-            SearchAttributePair(PW_STATUS, status),
-            SearchAttributePair(PW_OWNER, owner),
-            SearchAttributePair(PW_AMOUNT, amount),
-            SearchAttributePair(PW_CURRENCY, currency),
-            SearchAttributePair(PW_NEEDS_ATTENTION, False),
-        ]
-    )
+    """The attributes a saga starts with (the workflow upserts them at every state change; a checkout started
+    with all of its own, order id included, upserts none at its start)."""
+    pairs: list[SearchAttributePair[Any]] = [
+        SearchAttributePair(PW_KIND, kind),
+        SearchAttributePair(PW_STATUS, status),
+        SearchAttributePair(PW_OWNER, owner),
+        SearchAttributePair(PW_AMOUNT, amount),
+        SearchAttributePair(PW_CURRENCY, currency),
+        SearchAttributePair(PW_NEEDS_ATTENTION, False),
+    ]
+    if order_id is not None:
+        pairs.append(SearchAttributePair(PW_ORDER_ID, order_id))
+    return TypedSearchAttributes(pairs)

@@ -44,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
 
 from workflows.gateway_payment import cancel_until_final, concerns
 from workflows.saga import (
+    CHECKOUT_ONE_TASK,
     AwaitsOperator,
     OperatorDesk,
     Saga,
@@ -78,6 +79,8 @@ class CheckoutWorkflow(AwaitsOperator):
         self._desk = OperatorDesk()  # a compensation that gives up waits here for an operator
         self._accepted: CheckoutStatus | None = None
         self._outcome: str | None = None
+        self._one_task = False  # CHECKOUT_ONE_TASK, decided at the start of the run
+        self._db_steps_local = False  # read by saga.local_db_steps: CHECKOUT_ONE_TASK implies LOCAL_DB_STEPS
         self._failure_code: str | None = None
         self._cancel_reason: str | None = None
         self._create_input: CreateGatewayPaymentInput | None = None  # set once the create is attempted
@@ -125,10 +128,11 @@ class CheckoutWorkflow(AwaitsOperator):
 
     # --- the saga --------------------------------------------------------------------------------------
 
-    def _update(self, **changes: object) -> None:
+    def _update(self, *, shown: bool = True, **changes: object) -> None:
+        """Change the view; a status change is upserted (``shown``) for the Web UI and ``sagas list``."""
         assert self._view is not None
         self._view = self._view.model_copy(update=changes)
-        if "status" in changes:
+        if "status" in changes and shown:
             set_search_attributes(status=str(changes["status"]))
 
     def _accept(self) -> None:
@@ -155,6 +159,7 @@ class CheckoutWorkflow(AwaitsOperator):
             items=inp.items,
             expires_at=expires_at,
         )
+        self._one_task = self._db_steps_local = workflow.patched(CHECKOUT_ONE_TASK)
         set_search_attributes(
             kind="checkout",
             status="pending",
@@ -162,6 +167,7 @@ class CheckoutWorkflow(AwaitsOperator):
             amount=inp.total,
             currency=inp.currency,
             order_id=inp.order_id,
+            only_changes=self._one_task,
         )
         await db_step(
             OrderActivities.record_order,
@@ -300,7 +306,9 @@ class CheckoutWorkflow(AwaitsOperator):
             description=f"payweave order {inp.order_id}",
         )
         try:
-            payment = await gateway_step(PaymentActivities.create_gateway_payment, self._create_input)
+            payment = await gateway_step(
+                PaymentActivities.create_gateway_payment, self._create_input, local=self._one_task
+            )
         except BaseException as exc:
             self._create_refused = business_code(exc) is not None
             raise
@@ -308,7 +316,10 @@ class CheckoutWorkflow(AwaitsOperator):
             self._update(gateway_payment_id=payment.id)
             raise _Ended("failed", payment.failure_code or "payment_declined")
         self._update(
-            status="awaiting_payment", gateway_payment_id=payment.id, next_action=payment.next_action
+            status="awaiting_payment",
+            gateway_payment_id=payment.id,
+            next_action=payment.next_action,
+            shown=not (self._one_task and payment.status == "succeeded"),  # paid in this task: no one waits
         )
         self._accept()
         if payment.status == "succeeded":

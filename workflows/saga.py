@@ -58,13 +58,28 @@ GATEWAY_TIMEOUT = timedelta(seconds=60)
 # marker each, without a round trip through the task queue (a wallet checkout goes from seven workflow tasks to
 # one or two). Histories recorded before this patch keep replaying with regular activities.
 LOCAL_DB_STEPS = "db-steps-as-local-activities"
+# A checkout in one workflow task (runs started since this patch):
+# * its gateway create call runs as a local activity too, so a card confirmed at once (a payment method given)
+#   is charged, settled and finished in the checkout's first workflow task, instead of a task to schedule the
+#   call, an activity task and a second workflow task. A crash mid-call fails the workflow task; its retry
+#   calls again with the same idempotency key and the gateway answers with the object it made;
+# * search attributes are upserted only when they change what Temporal already shows: none at the start when
+#   the starter set them all (the API does), and no ``awaiting_payment`` when the gateway confirmed at once.
+# Each upsert is a visibility write on the server, which is the platform's ceiling (docs/benchmarks.md, B2).
+# It implies LOCAL_DB_STEPS, whose own marker such a run no longer records (local_db_steps).
+CHECKOUT_ONE_TASK = "checkout-in-one-workflow-task"
 
 A = TypeVar("A")
 R = TypeVar("R")
 
 
 def local_db_steps() -> bool:
-    """Whether this run executes its database steps as local activities (every run started since the patch)."""
+    """Whether this run executes its database steps as local activities (every run started since the patch).
+
+    A later patch that implies it (CHECKOUT_ONE_TASK) sets ``_db_steps_local`` on the workflow instead, so a
+    new run records one patch marker (and one TemporalChangeVersion upsert), not two."""
+    if getattr(workflow.instance(), "_db_steps_local", False):
+        return True
     return workflow.patched(LOCAL_DB_STEPS)
 
 
@@ -85,12 +100,14 @@ def db_step(activity: Callable[[Any, A], Awaitable[R]], arg: A) -> Awaitable[R]:
     return batch_step(activity, arg)
 
 
-async def _local_step(activity: Callable[[Any, A], Awaitable[R]], arg: A) -> R:
+async def _local_step(
+    activity: Callable[[Any, A], Awaitable[R]], arg: A, start_to_close: timedelta = DB_TIMEOUT
+) -> R:
     try:
         return await workflow.execute_local_activity_method(
             activity,
             arg,
-            start_to_close_timeout=DB_TIMEOUT,
+            start_to_close_timeout=start_to_close,
             retry_policy=step_retry(),
             cancellation_type=WAIT_FOR_OUTCOME,
         )
@@ -121,8 +138,11 @@ def batch_step(activity: Callable[[Any, A], Awaitable[R]], arg: A) -> Awaitable[
     )
 
 
-def gateway_step(activity: Callable[[Any, A], Awaitable[R]], arg: A) -> Awaitable[R]:
-    """Run a gateway activity method (same key on every attempt; unknown outcomes resolved by look-up)."""
+def gateway_step(activity: Callable[[Any, A], Awaitable[R]], arg: A, *, local: bool = False) -> Awaitable[R]:
+    """Run a gateway activity method (same key on every attempt; unknown outcomes resolved by look-up); as a
+    local activity when ``local`` (a short call whose result the same workflow task goes on with)."""
+    if local:
+        return _local_step(activity, arg, GATEWAY_TIMEOUT)
     return workflow.execute_activity_method(
         activity,
         arg,
@@ -166,7 +186,9 @@ def set_search_attributes(
     amount: int | None = None,
     currency: str | None = None,
     order_id: str | None = None,
+    only_changes: bool = False,
 ) -> None:
+    """Upsert the given attributes; with ``only_changes``, just those that differ from what Temporal shows."""
     updates: list[SearchAttributeUpdate[Any]] = []
     for key, text_value in (
         (sa.PW_KIND, kind),
@@ -179,6 +201,9 @@ def set_search_attributes(
             updates.append(key.value_set(text_value))
     if amount is not None:
         updates.append(sa.PW_AMOUNT.value_set(amount))
+    if only_changes:
+        shown = workflow.info().typed_search_attributes
+        updates = [u for u in updates if shown.get(u.key) != u.value]
     if updates:
         workflow.upsert_search_attributes(updates)
 

@@ -169,7 +169,9 @@ async def create_checkout(
         arg=arg,
         wf_id=wf_id,
         task_queue=settings.temporal_task_queue,
-        search_attributes=sa.initial(kind="checkout", owner=user.sub, amount=total, currency=body.currency),
+        search_attributes=sa.initial(
+            kind="checkout", owner=user.sub, amount=total, currency=body.currency, order_id=order_id
+        ),
     )
     if first and gateway is None:
         # Nothing for the payer to do (no next_action): answer as soon as the saga is started; its outcome is

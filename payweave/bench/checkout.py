@@ -66,7 +66,9 @@ class Load:
             inp,
             id=self.workflow_id(i),
             task_queue=self.stack.settings.temporal_task_queue,
-            search_attributes=sa.initial(kind="checkout", owner=inp.buyer, amount=inp.total, currency="USD"),
+            search_attributes=sa.initial(
+                kind="checkout", owner=inp.buyer, amount=inp.total, currency="USD", order_id=inp.order_id
+            ),
         )
         status = await handle.result()
         if status.status != "paid":

@@ -86,7 +86,9 @@ async def _open_and_cancel(
             inp,
             id=handles[i].id,
             task_queue=queue,
-            search_attributes=sa.initial(kind="checkout", owner=inp.buyer, amount=inp.total, currency="USD"),
+            search_attributes=sa.initial(
+                kind="checkout", owner=inp.buyer, amount=inp.total, currency="USD", order_id=inp.order_id
+            ),
         )
         accepted: CheckoutStatus = await handle.execute_update(CheckoutWorkflow.accepted)
         if accepted.status != "awaiting_payment":

@@ -108,6 +108,12 @@ async def test_record_checkout_and_refund(
         },
     )
     await until_done(http, buyer, paid["id"])
+    from_wallet = await checkout(
+        http,
+        buyer,
+        {"merchant_id": merchant, "currency": "USD", "amount": 700, "payment": {"method": "wallet"}},
+    )
+    await until_done(http, buyer, from_wallet["id"])
     expired = await checkout(
         http,
         buyer,
@@ -125,6 +131,7 @@ async def test_record_checkout_and_refund(
 
     await _save(temporal, payments_engine, "orders", paid["id"], "checkout_split_paid")
     await _save(temporal, payments_engine, "orders", expired["id"], "checkout_expired")
+    await _save(temporal, payments_engine, "orders", from_wallet["id"], "checkout_wallet_paid")
     await _save(temporal, payments_engine, "refunds", r.json()["id"], "refund_partial")
 
 
