@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from temporalio import activity
 
 from activities.errors import business_errors
-from db.engine import in_transaction
+from db.engine import in_statement, in_transaction
 from db.repositories import ledger
+from payweave import errors
 from payweave.contracts.activities import (
     CaptureHoldInput,
     HoldResult,
@@ -23,14 +26,20 @@ from payweave.metrics import journals_posted
 
 
 async def _resolve(
-    conn: AsyncConnection, specs: list[PostingSpec], currency: str
+    conn: AsyncConnection, specs: list[PostingSpec], currency: str, *, create: bool = True
 ) -> tuple[list[Posting], set[str]]:
-    """Postings with real wallet ids, and the ids that were given as customer wallets (never a system account)."""
+    """Postings with real wallet ids, and the ids that were given as customer wallets (never a system account).
+
+    ``create=False`` names the system accounts without making sure they exist (no round trip): a journal on one
+    that does not exist yet is refused with WalletNotFound, and the caller tries again with ``create=True``."""
     postings = []
     addressed: set[str] = set()
     for spec in specs:
         if spec.system is not None:
-            wallet_id = await ledger.ensure_system_wallet(conn, spec.system, currency)
+            if create:
+                wallet_id = await ledger.ensure_system_wallet(conn, spec.system, currency)
+            else:
+                wallet_id = ledger.system_wallet_id(spec.system, currency)
         elif spec.wallet_id is not None:
             wallet_id = spec.wallet_id
             addressed.add(wallet_id)
@@ -115,8 +124,9 @@ class LedgerActivities:
             )
             return HoldResult(hold_id=hold.id, status=hold.status, amount=hold.amount)
 
+        # One statement that writes everything or nothing: no BEGIN/COMMIT around it.
         async with business_errors():
-            return await in_transaction(self._engine, work)
+            return await in_statement(self._engine, work)
 
     @activity.defn
     async def release_hold(self, inp: ReleaseHoldInput) -> HoldResult | None:
@@ -129,10 +139,18 @@ class LedgerActivities:
 
     @activity.defn
     async def capture_hold(self, inp: CaptureHoldInput) -> JournalResult:
-        async def work(conn: AsyncConnection) -> Journal:
-            hold = await ledger.get_hold(conn, inp.hold_id)
-            currency = hold.currency if hold else ""
-            credits, addressed = await _resolve(conn, inp.credits, currency)
+        """Two round trips and no BEGIN/COMMIT: one read (the journal of an earlier attempt, or the hold and its
+        currency), then the whole capture in one statement that writes everything or nothing. The system accounts
+        the credits name are taken to exist; the first capture on one that does not yet (in that currency) is
+        refused, writing nothing, and done again in a transaction that creates it."""
+
+        async def work(conn: AsyncConnection, *, create: bool) -> Journal:
+            hold = await ledger.hold_to_capture(
+                conn, idempotency_key=inp.idempotency_key, hold_id=inp.hold_id, amount=inp.amount
+            )
+            if isinstance(hold, Journal):
+                return hold
+            credits, addressed = await _resolve(conn, inp.credits, hold.currency, create=create)
             return await ledger.capture_hold(
                 conn,
                 idempotency_key=inp.idempotency_key,
@@ -143,7 +161,14 @@ class LedgerActivities:
                 kind=inp.kind,
                 description=inp.description,
                 external_ref=inp.external_ref,
+                hold=hold,
             )
 
         async with business_errors():
-            return _posted(await in_transaction(self._engine, work))
+            try:
+                journal = await in_statement(self._engine, partial(work, create=False))
+            except errors.WalletNotFound:
+                if not any(spec.system is not None for spec in inp.credits):
+                    raise
+                journal = await in_transaction(self._engine, partial(work, create=True))
+            return _posted(journal)

@@ -1,7 +1,8 @@
 """The wallet ledger: wallets, double-entry journals, holds. All wallet-database SQL lives here.
 
 Rules every function keeps:
-* it runs inside the caller's transaction and never commits;
+* it runs inside the caller's unit of work and never commits. place_hold and capture_hold also run without a
+  transaction (``in_statement``): each writes in one statement that writes everything or nothing;
 * every write is keyed (journal / hold ``idempotency_key`` is UNIQUE): a retried or concurrent duplicate
   finds the first result instead of writing again (``INSERT … ON CONFLICT DO NOTHING`` then read);
 * wallet rows are locked in id order, so two journals touching the same wallets cannot deadlock;
@@ -10,12 +11,13 @@ Rules every function keeps:
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from payweave import errors
@@ -174,32 +176,28 @@ def _check_posting(
         )
 
 
+_JOURNAL_BY_KEY = text(
+    "SELECT j.id AS jid, j.idempotency_key AS jkey, j.kind AS jkind, j.currency AS jcurrency, "
+    "       j.external_ref AS jexternal_ref, "
+    "       e.id, e.journal_id, e.wallet_id, e.amount, e.currency, e.balance_after, e.created_at "
+    "FROM journals j LEFT JOIN entries e ON e.journal_id = j.id WHERE j.idempotency_key = :key ORDER BY e.id"
+)
+
+
 async def find_journal(conn: AsyncConnection, idempotency_key: str) -> Journal | None:
-    row = (
-        await conn.execute(
-            text(
-                "SELECT id, idempotency_key, kind, currency, external_ref FROM journals WHERE idempotency_key = :key"
-            ),
-            {"key": idempotency_key},
-        )
-    ).first()
-    if row is None:
+    """The journal posted under ``idempotency_key``, with its entries, in one round trip."""
+    rows = (await conn.execute(_JOURNAL_BY_KEY, {"key": idempotency_key})).all()
+    if not rows:
         return None
-    entries = await conn.execute(
-        text(
-            "SELECT id, journal_id, wallet_id, amount, currency, balance_after, created_at FROM entries "
-            "WHERE journal_id = :jid ORDER BY id"
-        ),
-        {"jid": row.id},
-    )
+    first = rows[0]
     return Journal(
-        id=row.id,
-        idempotency_key=row.idempotency_key,
-        kind=row.kind,
-        currency=row.currency.strip(),
-        entries=[Entry.model_validate(dict(e._mapping)) for e in entries],
+        id=first.jid,
+        idempotency_key=first.jkey,
+        kind=first.jkind,
+        currency=first.jcurrency.strip(),
+        entries=[Entry.model_validate(dict(r._mapping)) for r in rows if r.id is not None],
         created=False,
-        external_ref=row.external_ref,
+        external_ref=first.jexternal_ref,
     )
 
 
@@ -212,23 +210,38 @@ async def find_journal(conn: AsyncConnection, idempotency_key: str) -> Journal |
 # 3. the checks of ``_check_postings`` on the locked rows (a wallet that fails one is ``refused``);
 # 4. only if nothing is refused: balances move and the entries are written, each entry's balance_after read back
 #    from the balance the UPDATE produced (the wallet's final balance minus its later postings in the journal).
-# Result: no row = the key existed; one row with a NULL entry id = a check refused (``_check_postings`` then says
-# which); otherwise one row per entry. The CHECK constraints stay the last word on balance and held.
-_POST_JOURNAL = text(
-    """
-    WITH journal AS (
+# A capture (``capture=True``) first locks its hold FOR UPDATE if it is still open (a hold that is not, or stops
+# being while we wait for its lock, is simply not there: nothing below happens); then, as capture_hold always did,
+# the wallets (1 and 2 swap: duplicates of a capture queue on the hold, holding nothing), checked with the whole
+# hold given back from ``held`` (``released``); the journal row only if nothing is refused (a refused capture
+# writes nothing, with or without a transaction around it); then 4, the hold wallet giving the hold back in the
+# same UPDATE as its balance (a statement changes a row once), and the hold becomes ``captured``.
+# Result: the first row's ``refused_wallets`` set = a check refused, the locked wallets as the checks saw them in
+# it (``_check_postings`` says which); otherwise ``jid`` NULL = nothing written (the key existed, or the hold was
+# not open); otherwise one row per entry. The CHECK constraints stay the last word on balance and held.
+def _journal_statement(*, capture: bool) -> TextClause:
+    gate = "hold" if capture else "journal"  # what must exist before any wallet is locked
+    hold = """hold AS MATERIALIZED (
+        SELECT id, wallet_id, amount FROM holds WHERE id = :hold_id AND status = 'open' FOR UPDATE
+    )"""
+    journal = f"""journal AS (
         INSERT INTO journals (idempotency_key, kind, currency, description, saga_id, hold_id, external_ref)
-        VALUES (:key, :kind, :currency, :description, :saga_id, :hold_id, :external_ref)
+        SELECT :key, :kind, :currency, :description, :saga_id, :hold_id, :external_ref
+        {"FROM hold WHERE NOT EXISTS (SELECT FROM refused)" if capture else ""}
         ON CONFLICT (idempotency_key) DO NOTHING
         RETURNING id
-    ), posting AS (
+    )"""
+    released = "UNION ALL SELECT wallet_id, 0, amount FROM hold" if capture else ""
+    checks = f"""posting AS (
         SELECT * FROM unnest(CAST(:wallets AS text[]), CAST(:amounts AS bigint[]))
                       WITH ORDINALITY AS p(wallet_id, amount, n)
     ), delta AS (
-        SELECT wallet_id AS id, CAST(sum(amount) AS bigint) AS amount FROM posting GROUP BY wallet_id
+        SELECT id, CAST(sum(amount) AS bigint) AS amount, CAST(sum(released) AS bigint) AS released
+        FROM (SELECT wallet_id AS id, amount, 0 AS released FROM posting {released}) AS d
+        GROUP BY id
     ), locked AS MATERIALIZED (
-        SELECT id, currency, kind, status, balance, held FROM wallets
-        WHERE id IN (SELECT id FROM delta) AND EXISTS (SELECT FROM journal)
+        SELECT {_WALLET_COLUMNS} FROM wallets
+        WHERE id IN (SELECT id FROM delta) AND EXISTS (SELECT FROM {gate})
         ORDER BY id FOR NO KEY UPDATE
     ), refused AS (
         SELECT d.id FROM delta d LEFT JOIN locked w ON w.id = d.id
@@ -239,10 +252,12 @@ _POST_JOURNAL = text(
             AND (w.id = ANY(CAST(:held_debits AS text[]))
                  OR w.kind = 'system'
                  OR (CAST(:compensation AS boolean) AND d.amount > 0)
-                 OR (w.status = 'active' AND (d.amount >= 0 OR w.balance - w.held + d.amount >= 0))),
+                 OR (w.status = 'active'
+                     AND (d.amount >= 0 OR w.balance - (w.held - d.released) + d.amount >= 0))),
             false)
-    ), moved AS (
-        UPDATE wallets w SET balance = w.balance + d.amount, updated_at = now()
+    )"""
+    moves = """moved AS (
+        UPDATE wallets w SET balance = w.balance + d.amount, held = w.held - d.released, updated_at = now()
         FROM delta d
         WHERE w.id = d.id AND EXISTS (SELECT FROM journal) AND NOT EXISTS (SELECT FROM refused)
         RETURNING w.id, w.balance, d.amount AS delta
@@ -253,10 +268,34 @@ _POST_JOURNAL = text(
         FROM journal j CROSS JOIN posting p JOIN moved m ON m.id = p.wallet_id
         ORDER BY p.n
         RETURNING id, journal_id, wallet_id, amount, currency, balance_after, created_at
-    )
-    SELECT journal.id AS jid, entry.* FROM journal LEFT JOIN entry ON true
+    )"""
+    captured = """captured AS (
+        UPDATE holds SET status = 'captured', captured_amount = :captured, updated_at = now()
+        WHERE id IN (SELECT id FROM hold) AND EXISTS (SELECT FROM moved)
+    )"""
+    ctes = [hold, checks, journal, moves, captured] if capture else [journal, checks, moves]
+    return text(
+        f"""
+    WITH {", ".join(ctes)}
+    SELECT journal.id AS jid, entry.*,
+           CASE WHEN EXISTS (SELECT FROM {gate}) AND EXISTS (SELECT FROM refused) THEN (
+               SELECT coalesce(json_agg(w), '[]') FROM (
+                   SELECT l.id, l.owner, l.currency, l.kind, l.status, l.balance, l.held - d.released AS held,
+                          l.created_at, l.updated_at
+                   FROM locked l JOIN delta d ON d.id = l.id) AS w)
+           END AS refused_wallets
+    FROM (SELECT) AS one LEFT JOIN journal ON true LEFT JOIN entry ON true
     """
-)
+    )
+
+
+_POST_JOURNAL = _journal_statement(capture=False)
+_CAPTURE_HOLD = _journal_statement(capture=True)
+
+
+def _check_balanced(postings: Sequence[Posting]) -> None:
+    if sum(p.amount for p in postings) != 0 or len(postings) < 2 or any(p.amount == 0 for p in postings):
+        raise errors.InvalidAmount("a journal needs two or more non-zero postings that sum to zero")
 
 
 async def post_journal(
@@ -283,12 +322,53 @@ async def post_journal(
     committed before any later freeze, so only the CHECK constraints apply to them.
     ``external_ref`` is the payments-DB payment a gateway-related journal is about (reconciliation, I5).
     """
-    if sum(p.amount for p in postings) != 0 or len(postings) < 2 or any(p.amount == 0 for p in postings):
-        raise errors.InvalidAmount("a journal needs two or more non-zero postings that sum to zero")
+    _check_balanced(postings)
+    journal = await _write_journal(
+        conn,
+        _POST_JOURNAL,
+        {},
+        idempotency_key=idempotency_key,
+        kind=kind,
+        currency=currency,
+        postings=postings,
+        description=description,
+        saga_id=saga_id,
+        hold_id=hold_id,
+        compensation=compensation,
+        customer_wallets=customer_wallets,
+        held_debits=held_debits,
+        external_ref=external_ref,
+    )
+    if journal is None:  # an earlier (or concurrent, now committed) attempt posted it
+        journal = await find_journal(conn, idempotency_key)
+        assert journal is not None
+    return journal
+
+
+async def _write_journal(
+    conn: AsyncConnection,
+    statement: TextClause,
+    extra: dict[str, Any],
+    *,
+    idempotency_key: str,
+    kind: str,
+    currency: str,
+    postings: Sequence[Posting],
+    description: str | None,
+    saga_id: str | None,
+    hold_id: str | None,
+    compensation: bool,
+    customer_wallets: Collection[str],
+    held_debits: Collection[str],
+    external_ref: str | None,
+) -> Journal | None:
+    """Run one ``_journal_statement``: the new journal, or None when it wrote nothing (the key was taken, or a
+    capture's hold was not open); a refused journal raises the check that refused it."""
     rows = (
         await conn.execute(
-            _POST_JOURNAL,
+            statement,
             {
+                **extra,
                 "key": idempotency_key,
                 "kind": kind,
                 "currency": currency,
@@ -304,17 +384,17 @@ async def post_journal(
             },
         )
     ).all()
-    if not rows:  # an earlier (or concurrent, now committed) attempt posted it
-        existing = await find_journal(conn, idempotency_key)
-        assert existing is not None
-        return existing
-    if rows[0].id is None:  # a check refused: say which (the wallets are still locked, nothing moved)
+    if (
+        rows[0].refused_wallets is not None
+    ):  # a check refused (nothing moved): say which, on what the checks saw
         per_wallet: dict[str, int] = defaultdict(int)
         for p in postings:
             per_wallet[p.wallet_id] += p.amount
-        locked = await _lock_wallets(conn, list(per_wallet))
-        _check_postings(locked, per_wallet, currency, compensation, customer_wallets, held_debits)
+        seen = {w.id: w for w in map(Wallet.model_validate, _json(rows[0].refused_wallets))}
+        _check_postings(seen, per_wallet, currency, compensation, customer_wallets, held_debits)
         raise RuntimeError(f"journal {idempotency_key}: refused by the database, allowed by _check_postings")
+    if rows[0].jid is None:
+        return None
     if len(rows) != len(postings):  # every wallet was locked and moved: never commit half a journal
         raise RuntimeError(f"journal {idempotency_key}: {len(rows)} entries for {len(postings)} postings")
     return Journal(
@@ -326,6 +406,11 @@ async def post_journal(
         created=True,
         external_ref=external_ref,
     )
+
+
+def _json(value: Any) -> Any:
+    """A json column as Python (asyncpg hands json over as text)."""
+    return json.loads(value) if isinstance(value, str | bytes) else value
 
 
 def _check_postings(
@@ -352,6 +437,44 @@ def _check_postings(
 # --- holds ---------------------------------------------------------------------------------------------
 
 
+# A new hold in ONE statement (one round trip):
+# 1. a hold already placed under the key (as this statement's snapshot sees it) is the answer: nothing else runs;
+# 2. otherwise the wallet, locked FOR NO KEY UPDATE, and the checks of ``_check_posting`` for a debit of the
+#    amount (a wallet that fails one is ``refused``);
+# 3. only if nothing is refused: the hold row, keyed: ON CONFLICT DO NOTHING waits for a concurrent attempt with
+#    the same key and then inserts nothing (the caller reads the first result). A wallet that does not exist is
+#    left to the hold's foreign key, as always;
+# 4. only if the hold is new: the wallet's ``held`` grows by the amount.
+# Result: one row, the hold (new or earlier) or all NULL when none was placed, ``refused_wallet`` then the wallet as
+# the checks saw it.
+_PLACE_HOLD = text(
+    f"""
+    WITH existing AS (
+        SELECT {_HOLD_COLUMNS} FROM holds WHERE idempotency_key = :key
+    ), wallet AS MATERIALIZED (
+        SELECT {_WALLET_COLUMNS} FROM wallets
+        WHERE id = :wallet_id AND NOT EXISTS (SELECT FROM existing)
+        FOR NO KEY UPDATE
+    ), refused AS (
+        SELECT id FROM wallet w
+        WHERE NOT (CAST(w.currency AS text) = CAST(:currency AS text)
+                   AND (w.kind = 'system' OR (w.status = 'active' AND w.balance - w.held - :amount >= 0)))
+    ), hold AS (
+        INSERT INTO holds (id, idempotency_key, wallet_id, amount, currency, saga_id, expires_at)
+        SELECT :id, :key, :wallet_id, :amount, :currency, :saga_id, :expires_at
+        WHERE NOT EXISTS (SELECT FROM existing) AND NOT EXISTS (SELECT FROM refused)
+        ON CONFLICT (idempotency_key) DO NOTHING
+        RETURNING {_HOLD_COLUMNS}
+    ), held AS (
+        UPDATE wallets SET held = held + :amount, updated_at = now()
+        WHERE id = :wallet_id AND EXISTS (SELECT FROM hold)
+    )
+    SELECT h.*, (SELECT to_json(w) FROM wallet w WHERE EXISTS (SELECT FROM refused)) AS refused_wallet
+    FROM (SELECT) AS one LEFT JOIN (SELECT * FROM hold UNION ALL SELECT * FROM existing) AS h ON true
+    """
+)
+
+
 async def place_hold(
     conn: AsyncConnection,
     *,
@@ -363,16 +486,14 @@ async def place_hold(
     expires_at: datetime,
     saga_id: str | None = None,
 ) -> Hold:
-    """Reserve ``amount`` of the wallet's available balance (two-phase: captured or released later)."""
+    """Reserve ``amount`` of the wallet's available balance (two-phase: captured or released later).
+
+    One statement (``_PLACE_HOLD``) that writes everything or nothing: a refused hold leaves no row behind."""
     if amount <= 0:
         raise errors.InvalidAmount("a hold must be positive")
     row = (
         await conn.execute(
-            text(
-                "INSERT INTO holds (id, idempotency_key, wallet_id, amount, currency, saga_id, expires_at) "
-                "VALUES (:id, :key, :wallet_id, :amount, :currency, :saga_id, :expires_at) "
-                f"ON CONFLICT (idempotency_key) DO NOTHING RETURNING {_HOLD_COLUMNS}"
-            ),
+            _PLACE_HOLD,
             {
                 "id": hold_id,
                 "key": idempotency_key,
@@ -383,31 +504,31 @@ async def place_hold(
                 "expires_at": expires_at,
             },
         )
-    ).first()
-    if row is None:
-        return await _hold_by_key(conn, idempotency_key)
-    wallet = (await _lock_wallets(conn, [wallet_id])).get(wallet_id)
-    _check_posting(wallet, wallet_id, -amount, currency)
-    await conn.execute(
-        text("UPDATE wallets SET held = held + :amount, updated_at = now() WHERE id = :id"),
-        {"amount": amount, "id": wallet_id},
-    )
-    return _hold(row)
+    ).one()
+    if row.id is not None:
+        return _hold(row)
+    # None placed: a concurrent attempt with this key placed it first, or a check refused it (after a concurrent
+    # duplicate's hold, perhaps: the key is the first answer, as when the hold row was inserted first).
+    earlier = await _hold_by_key(conn, idempotency_key)
+    if earlier is not None:
+        return earlier
+    refused = _json(row.refused_wallet)
+    _check_posting(Wallet.model_validate(refused) if refused else None, wallet_id, -amount, currency)
+    raise RuntimeError(f"hold {idempotency_key}: refused by the database, allowed by _check_posting")
 
 
-async def _hold_by_key(conn: AsyncConnection, idempotency_key: str) -> Hold:
+async def _hold_by_key(conn: AsyncConnection, idempotency_key: str) -> Hold | None:
     row = (
         await conn.execute(
             text(f"SELECT {_HOLD_COLUMNS} FROM holds WHERE idempotency_key = :key"), {"key": idempotency_key}
         )
-    ).one()
-    return _hold(row)
+    ).first()
+    return _hold(row) if row else None
 
 
-async def get_hold(conn: AsyncConnection, hold_id: str, *, for_update: bool = False) -> Hold | None:
-    lock = " FOR UPDATE" if for_update else ""
+async def get_hold(conn: AsyncConnection, hold_id: str) -> Hold | None:
     row = (
-        await conn.execute(text(f"SELECT {_HOLD_COLUMNS} FROM holds WHERE id = :id{lock}"), {"id": hold_id})
+        await conn.execute(text(f"SELECT {_HOLD_COLUMNS} FROM holds WHERE id = :id"), {"id": hold_id})
     ).first()
     return _hold(row) if row else None
 
@@ -445,50 +566,83 @@ async def capture_hold(
     saga_id: str | None = None,
     customer_wallets: Collection[str] = (),
     external_ref: str | None = None,
+    hold: Hold | None = None,
 ) -> Journal:
     """Capture ``amount`` (≤ the hold) of an open hold in one journal; the rest of the hold is released.
 
-    ``counter_postings`` are the credits the captured money goes to; they must sum to ``amount``.
+    ``counter_postings`` are the credits the captured money goes to; they must sum to ``amount``. Two round trips:
+    ``hold_to_capture`` (a read; skipped when the caller passes the ``hold`` it returned for this key and amount)
+    then ONE statement (``_CAPTURE_HOLD``) that writes everything or nothing: the hold locked and checked open
+    again (its wallet, currency, amount and saga never change), the wallets locked in id order, the journal, the
+    whole hold given back from ``held``, the hold captured.
     """
-    existing = await find_journal(conn, idempotency_key)
-    if existing is not None:
-        return existing
-    hold = await get_hold(conn, hold_id, for_update=True)
     if hold is None:
-        raise errors.NotFound(f"hold {hold_id} not found")
-    if hold.status != "open":
-        # A concurrent duplicate may have captured it between our look-up and the lock.
-        again = await find_journal(conn, idempotency_key)
-        if again is not None:
-            return again
-        raise errors.HoldNotOpen(f"hold {hold_id} is {hold.status}")
-    if not 0 < amount <= hold.amount:
-        raise errors.InvalidAmount(f"capture of {amount} does not fit hold of {hold.amount}")
-    # Every wallet of the journal, in id order, before anything changes: the same order post_journal uses.
-    await _lock_wallets(conn, [hold.wallet_id, *(p.wallet_id for p in counter_postings)])
-    await conn.execute(
-        text(
-            "UPDATE holds SET status = 'captured', captured_amount = :amount, updated_at = now() WHERE id = :id"
-        ),
-        {"amount": amount, "id": hold_id},
-    )
-    await conn.execute(
-        text("UPDATE wallets SET held = held - :amount, updated_at = now() WHERE id = :id"),
-        {"amount": hold.amount, "id": hold.wallet_id},
-    )
+        found = await hold_to_capture(conn, idempotency_key=idempotency_key, hold_id=hold_id, amount=amount)
+        if isinstance(found, Journal):
+            return found
+        hold = found
     postings = [Posting(wallet_id=hold.wallet_id, amount=-amount), *counter_postings]
-    return await post_journal(
+    _check_balanced(postings)
+    journal = await _write_journal(
         conn,
+        _CAPTURE_HOLD,
+        {"captured": amount},
         idempotency_key=idempotency_key,
         kind=kind,
         currency=hold.currency,
         postings=postings,
         description=description,
         saga_id=saga_id or hold.saga_id,
-        hold_id=hold_id,
+        hold_id=hold.id,
+        compensation=False,
         customer_wallets=customer_wallets,
+        held_debits=(),
         external_ref=external_ref,
     )
+    if journal is not None:
+        return journal
+    # Nothing written: a concurrent duplicate captured the hold first (its journal is the answer), or something
+    # else closed it since hold_to_capture read it.
+    existing = await find_journal(conn, idempotency_key)
+    if existing is not None:
+        return existing
+    now = await get_hold(conn, hold.id)
+    if now is None or now.status == "open":
+        raise RuntimeError(
+            f"capture {idempotency_key}: nothing written, hold {hold.id} is {now and now.status}"
+        )
+    raise errors.HoldNotOpen(f"hold {hold.id} is {now.status}")
+
+
+async def hold_to_capture(
+    conn: AsyncConnection, *, idempotency_key: str, hold_id: str, amount: int
+) -> Hold | Journal:
+    """A capture's first step, one read: the journal already posted under the key (a retry), or the hold, which
+    must exist (NotFound), be open (HoldNotOpen) and cover ``amount`` (InvalidAmount). It locks nothing: the
+    capture's statement locks the hold and checks it is still open. The journal and the hold are read in one
+    snapshot, and a capture writes both at once, so a hold that is not open without a journal under the key was
+    closed by something else."""
+    row = (
+        await conn.execute(
+            text(
+                "SELECT j.id AS journal_id, h.* FROM (SELECT) AS one "
+                "LEFT JOIN journals j ON j.idempotency_key = :key LEFT JOIN holds h ON h.id = :hold_id"
+            ),
+            {"key": idempotency_key, "hold_id": hold_id},
+        )
+    ).one()
+    if row.journal_id is not None:
+        existing = await find_journal(conn, idempotency_key)
+        assert existing is not None  # journals are never deleted
+        return existing
+    if row.id is None:
+        raise errors.NotFound(f"hold {hold_id} not found")
+    hold = _hold(row)
+    if hold.status != "open":
+        raise errors.HoldNotOpen(f"hold {hold_id} is {hold.status}")
+    if not 0 < amount <= hold.amount:
+        raise errors.InvalidAmount(f"capture of {amount} does not fit hold of {hold.amount}")
+    return hold
 
 
 async def capture_holds(

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from db.engine import in_transaction
 from db.repositories import ledger
 from payweave import errors
-from payweave.contracts.ledger import Hold, Posting, Wallet
+from payweave.contracts.ledger import Hold, Journal, Posting, Wallet
 
 
 async def new_wallet(engine: AsyncEngine, currency: str = "USD") -> Wallet:
@@ -68,6 +68,24 @@ def placing(
             amount=amount,
             currency="USD",
             expires_at=datetime.now(UTC) + timedelta(minutes=5),
+        )
+
+    return work
+
+
+def capturing(
+    hold_id: str, amount: int, to: str, *, key: str | None = None
+) -> Callable[[AsyncConnection], Awaitable[Journal]]:
+    """A unit of work capturing ``amount`` of a hold into the wallet ``to`` (a fresh key unless given)."""
+
+    async def work(conn: AsyncConnection) -> Journal:
+        return await ledger.capture_hold(
+            conn,
+            idempotency_key=key or f"cap:{uuid.uuid4().hex}",
+            hold_id=hold_id,
+            amount=amount,
+            kind="checkout",
+            counter_postings=[Posting(wallet_id=to, amount=amount)],
         )
 
     return work
@@ -191,18 +209,7 @@ async def test_hold_capture_partial_and_release(wallet_engine: AsyncEngine) -> N
     hold = await in_transaction(wallet_engine, placing(buyer.id, 600))
     with pytest.raises(errors.InsufficientFunds):
         await in_transaction(wallet_engine, placing(buyer.id, 600))  # only 400 available now
-    key = f"cap:{uuid.uuid4().hex}"
-
-    async def capture(conn: AsyncConnection):  # type: ignore[no-untyped-def]
-        return await ledger.capture_hold(
-            conn,
-            idempotency_key=key,
-            hold_id=hold.id,
-            amount=450,
-            kind="checkout",
-            counter_postings=[Posting(wallet_id=merchant.id, amount=450)],
-        )
-
+    capture = capturing(hold.id, 450, merchant.id, key=f"cap:{uuid.uuid4().hex}")
     first, again = await in_transaction(wallet_engine, capture), await in_transaction(wallet_engine, capture)
     assert first.id == again.id and first.created and not again.created
     b = await read(wallet_engine, buyer.id)
@@ -245,19 +252,6 @@ async def test_concurrent_holds_and_captures_on_one_wallet_do_not_deadlock(
     holds = await asyncio.gather(*(no_retry(hold(i)) for i in range(50)))
     assert len({h.id for h in holds}) == 50
 
-    def capture(h):  # type: ignore[no-untyped-def]
-        async def work(conn: AsyncConnection):  # type: ignore[no-untyped-def]
-            return await ledger.capture_hold(
-                conn,
-                idempotency_key=f"cap:{h.id}",
-                hold_id=h.id,
-                amount=100,
-                kind="checkout",
-                counter_postings=[Posting(wallet_id=merchant.id, amount=100)],
-            )
-
-        return work
-
     async def journal(conn: AsyncConnection) -> None:
         clearing = await ledger.ensure_system_wallet(conn, "gateway_clearing", "USD")
         await ledger.post_journal(
@@ -273,7 +267,10 @@ async def test_concurrent_holds_and_captures_on_one_wallet_do_not_deadlock(
             ],
         )
 
-    await asyncio.gather(*(no_retry(capture(h)) for h in holds[:25]), *(no_retry(journal) for _ in range(25)))
+    await asyncio.gather(
+        *(no_retry(capturing(h.id, 100, merchant.id)) for h in holds[:25]),
+        *(no_retry(journal) for _ in range(25)),
+    )
     b, m = await read(wallet_engine, buyer.id), await read(wallet_engine, merchant.id)
     assert (b.balance, b.held) == (10_000 - 2_500 + 25, 2_500)
     assert m.balance == 2_500 + 25
