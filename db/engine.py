@@ -60,7 +60,8 @@ async def in_statement(engine: AsyncEngine, work: Callable[[AsyncConnection], Aw
     on its own, so the unit costs one round trip instead of three. Reads before or after the write are fine
     (under READ COMMITTED each statement sees the latest commits anyway); a second write, or a ``FOR UPDATE``
     (a lock that would end with its statement), is refused before it runs — that work needs in_transaction.
-    Same retries as in_transaction."""
+    So does work that raises *after* its write on what the write returned (post_journal's balance checks): with
+    no transaction there is no rollback to undo it. Same retries as in_transaction."""
     return await _unit(engine, work, autocommit=True)
 
 
