@@ -116,12 +116,12 @@ async def load(spec: dict[str, Any], work_dir: Path) -> dict[str, Any]:
     return result
 
 
-async def _run(
-    stack: Stack, url: str, settings: Settings, work_dir: Path, n: int, rate: float
-) -> list[Result]:
+async def _checkouts(
+    stack: Stack, url: str, settings: Settings, n: int
+) -> tuple[str, dict[str, Any], list[str]]:
+    """n funded buyers and one merchant: (run tag, the checkout load spec without rate/n, a token per buyer)."""
     run = tag()
-    light_n = max(1, n // 10)
-    buyers = [f"bench-{run}-b{i}" for i in range(n + light_n)]
+    buyers = [f"bench-{run}-b{i}" for i in range(n)]
     merchant = f"bench-{run}-m"
     await fund_wallets(stack, buyers, 1_000)
     await fund_wallets(stack, [merchant], 0)
@@ -136,6 +136,14 @@ async def _run(
             "payment": {"method": "wallet"},
         },
     }
+    return run, checkout, tokens
+
+
+async def _run(
+    stack: Stack, url: str, settings: Settings, work_dir: Path, n: int, rate: float
+) -> list[Result]:
+    light_n = max(1, n // 10)
+    run, checkout, tokens = await _checkouts(stack, url, settings, n + light_n)
     base = await load({"kind": "health", "url": url, "rate": rate, "n": n}, work_dir)
     secret = settings.stripe_webhook_secrets()[0]
     acked = await load(
@@ -200,3 +208,21 @@ async def latency(stack: Stack, seconds: float = 30.0, rate: float = 50.0) -> li
         work_dir = Path(tmp)
         async with api_process(stack, work_dir) as (url, settings):
             return await _run(stack, url, settings, work_dir, n, rate)
+
+
+async def checkout_latency_by_rate(
+    stack: Stack, rates: list[float], seconds: float
+) -> list[tuple[float, int, float, float, int]]:
+    """POST /v1/checkouts start latency at each arrival rate on one API process: (rate, requests, p50 ms,
+    p99 ms, errors) — where the p99 target holds on this machine (docs/benchmarks.md)."""
+    out = []
+    with tempfile.TemporaryDirectory(prefix="payweave-bench-api-") as tmp:
+        work_dir = Path(tmp)
+        async with api_process(stack, work_dir) as (url, settings):
+            for rate in rates:
+                n = max(1, int(seconds * rate))
+                _, checkout, tokens = await _checkouts(stack, url, settings, n)
+                result = await load({**checkout, "rate": rate, "n": n, "tokens": tokens}, work_dir)
+                p50, p99 = percentiles(result["latencies_s"])
+                out.append((rate, n, p50, p99, int(result["errors"])))
+    return out
