@@ -45,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
 from workflows.gateway_payment import cancel_until_final, concerns
 from workflows.saga import (
     CHECKOUT_ONE_TASK,
+    FAILURE_LOOKED_UP,
     AwaitsOperator,
     OperatorDesk,
     Saga,
@@ -343,6 +344,11 @@ class CheckoutWorkflow(AwaitsOperator):
                 raise _Ended("canceled", self._cancel_reason)
             if self._outcome == "failed":  # an invoice the gateway expired itself is an expired checkout
                 code = self._failure_code or "payment_failed"
+                # The claim is checked against the gateway's record, which wins: a card paid after all is paid.
+                if workflow.patched(FAILURE_LOOKED_UP):
+                    actual = await gateway_step(PaymentActivities.get_gateway_payment, ref)
+                    if actual.status == "succeeded":
+                        return
                 raise _Ended("expired" if code == "expired" else "failed", code)
             # A success signal is a claim; the gateway's record is the proof.
             actual = await gateway_step(PaymentActivities.get_gateway_payment, ref)

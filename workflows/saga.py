@@ -68,6 +68,10 @@ LOCAL_DB_STEPS = "db-steps-as-local-activities"
 # Each upsert is a visibility write on the server, which is the platform's ceiling (docs/benchmarks.md, B2).
 # It implies LOCAL_DB_STEPS, whose own marker such a run no longer records (local_db_steps).
 CHECKOUT_ONE_TASK = "checkout-in-one-workflow-task"
+# A failure event is a claim too (a late, reordered or forged ``payment_failed`` for a card that was paid):
+# since this patch a checkout looks the payment up before it gives up on it, as deposits do. Asked only when a
+# failure arrives, so other histories' command sequences are unchanged.
+FAILURE_LOOKED_UP = "checkout-failure-looked-up"
 
 A = TypeVar("A")
 R = TypeVar("R")

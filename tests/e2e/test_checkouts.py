@@ -9,7 +9,12 @@ import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client
 
+from payweave.settings import Settings
+from tests.api.test_stripe_webhooks import intent_event, sign
+from tests.api.test_stripe_webhooks import pay as stripe_pay
+from tests.api.test_stripe_webhooks import post as stripe_post
 from tests.conftest import Users, eventually
 from tests.helpers import create_wallet, deposit, idem, wallet
 
@@ -378,3 +383,51 @@ async def test_a_retry_starts_the_saga_the_first_request_recorded_but_never_star
     assert (await until_done(http, buyer, order_id))["status"] == "paid"
     order = await in_transaction(payments_engine, lambda conn: commerce.get_order(conn, order_id))
     assert order is not None and order.workflow_id == wf_id
+
+
+async def test_a_failure_event_for_a_card_that_was_paid_ends_the_checkout_paid(
+    http: httpx.AsyncClient, users: Users, settings: Settings, temporal: Client, payments_engine: AsyncEngine
+) -> None:
+    await failure_event_after_payment(http, users, settings, temporal, payments_engine)
+
+
+async def failure_event_after_payment(
+    http: httpx.AsyncClient, users: Users, settings: Settings, temporal: Client, payments_engine: AsyncEngine
+) -> str:
+    """A ``payment_failed`` is a claim like a success: the checkout looks the intent up and the gateway's record
+    wins. Here the buyer paid the card, then a failure event (late, reordered or forged) arrives before
+    Stripe's own success event: the checkout ends paid and the merchant is credited."""
+    merchant, m_auth = users.new("merchant")
+    m_wallet = await create_wallet(http, m_auth)
+    _, buyer = users.new()
+    accepted = await checkout(
+        http,
+        buyer,
+        {
+            "merchant_id": merchant,
+            "currency": "USD",
+            "amount": 2_500,
+            "payment": {"method": "gateway", "gateway": "stripe"},
+        },
+    )
+    assert accepted["status"] == "awaiting_payment"
+    intent = accepted["gateway_payment_id"]
+    await stripe_pay(settings, intent)  # localstripe sends its own success event a second later
+    failed = intent_event("payment_intent.payment_failed", intent, None, status="requires_payment_method")
+    assert (await stripe_post(http, failed, sign(failed))).status_code == 200
+
+    done = await until_done(http, buyer, accepted["id"])
+    assert (done["status"], done["failure_code"]) == ("paid", None)
+    assert (await wallet(http, m_auth, m_wallet["id"]))["balance"] == 2_500
+    # The test shows what it names only if the failure was the first outcome the saga heard.
+    async with payments_engine.connect() as conn:
+        wf_id = (
+            await conn.execute(text("SELECT workflow_id FROM orders WHERE id = :id"), {"id": accepted["id"]})
+        ).scalar_one()
+    signals = [
+        e.workflow_execution_signaled_event_attributes.signal_name
+        async for e in temporal.get_workflow_handle(wf_id).fetch_history_events()
+        if e.HasField("workflow_execution_signaled_event_attributes")
+    ]
+    assert signals[:1] == ["payment_failed"], signals
+    return str(wf_id)

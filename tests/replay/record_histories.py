@@ -135,6 +135,20 @@ async def test_record_checkout_and_refund(
     await _save(temporal, payments_engine, "refunds", r.json()["id"], "refund_partial")
 
 
+async def test_record_checkout_failure_looked_up(
+    http: httpx.AsyncClient,
+    users: Users,
+    settings: Settings,
+    temporal: Client,
+    payments_engine: AsyncEngine,
+) -> None:
+    """A failure event for a card that was paid: looked up, the checkout ends paid (checkout-failure-looked-up)."""
+    from tests.e2e.test_checkouts import failure_event_after_payment
+
+    wf_id = await failure_event_after_payment(http, users, settings, temporal, payments_engine)
+    await _save_workflow(temporal, wf_id, "checkout_failure_event_paid")
+
+
 async def _save_workflow(temporal: Client, wf_id: str, name: str) -> None:
     async def closed() -> bool:
         return (await temporal.get_workflow_handle(wf_id).describe()).close_time is not None
