@@ -84,19 +84,23 @@ CHECKS: dict[str, tuple[str, str]] = {
 }
 
 
-TRANSIT_CHECK = "I1 a finished transfer leaves nothing in transit"
+TRANSIT_CHECK = "I1 a finished transfer or refund leaves nothing in transit"
 
 
 async def _check_transit(
     wallet_engine: AsyncEngine, payments_engine: AsyncEngine, report: Report, limit: int
 ) -> None:
-    """Across both databases: every completed or failed transfer's transit legs net to zero (money neither
-    stranded between the debit and the credit, nor credited after its debit was reversed)."""
+    """Across both databases: the transit legs of every finished saga that routes money through ``transit`` —
+    a completed or failed transfer, a succeeded or failed refund (its wallet part) — net to zero: money neither
+    stranded between the debit and the credit, nor credited after its debit was reversed."""
     async with payments_engine.connect() as conn:
         finished = [
             row[0]
             for row in await conn.execute(
-                text("SELECT workflow_id FROM transfers WHERE status IN ('completed', 'failed')")
+                text(
+                    "SELECT workflow_id FROM transfers WHERE status IN ('completed', 'failed') "
+                    "UNION ALL SELECT workflow_id FROM refunds WHERE status IN ('succeeded', 'failed')"
+                )
             )
         ]
     rows: list[dict[str, object]] = []
@@ -104,7 +108,7 @@ async def _check_transit(
         for start in range(0, len(finished), 5_000):
             result = await conn.execute(
                 text(
-                    "SELECT j.saga_id AS transfer_saga, sum(e.amount) AS left_in_transit FROM entries e "
+                    "SELECT j.saga_id AS saga, sum(e.amount) AS left_in_transit FROM entries e "
                     "JOIN journals j ON j.id = e.journal_id JOIN wallets w ON w.id = e.wallet_id "
                     "WHERE w.owner = 'system:transit' AND j.saga_id = ANY(:ids) "
                     "GROUP BY j.saga_id HAVING sum(e.amount) <> 0"

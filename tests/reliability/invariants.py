@@ -39,7 +39,7 @@ IDENTITY = (
     "gateway",
     "gateway_payment_id",
     "deposit",
-    "transfer_saga",
+    "saga",
     "payment",
 )
 LIMIT = 1_000  # rows per check: enough to tell old violations from new ones
