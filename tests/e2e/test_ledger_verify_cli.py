@@ -32,6 +32,17 @@ def run_verify(wallet_url: str, payments_url: str) -> subprocess.CompletedProces
     )
 
 
+async def fresh_databases(postgres: PostgresServer, prefix: str) -> tuple[str, str]:
+    """A migrated wallet and payments database of their own (the session's ledger must stay valid)."""
+    suffix = uuid.uuid4().hex[:8]
+    urls = []
+    for name in (f"{prefix}_wallet_{suffix}", f"{prefix}_payments_{suffix}"):
+        postgres.create_database(name)
+        urls.append(postgres.url(name))
+    await upgrade_all(urls[0], urls[1])
+    return urls[0], urls[1]
+
+
 async def test_verify_passes_on_the_test_ledger(settings: Settings, wallet_engine: object) -> None:
     result = await asyncio.to_thread(run_verify, settings.wallet_database_url, settings.payments_database_url)
     assert result.returncode == 0, result.stderr
@@ -39,12 +50,7 @@ async def test_verify_passes_on_the_test_ledger(settings: Settings, wallet_engin
 
 
 async def test_verify_fails_and_explains_on_a_corrupted_database(postgres: PostgresServer) -> None:
-    suffix = uuid.uuid4().hex[:8]
-    wallet_db, payments_db = f"corrupt_wallet_{suffix}", f"corrupt_payments_{suffix}"
-    for name in (wallet_db, payments_db):
-        postgres.create_database(name)
-    wallet_url, payments_url = postgres.url(wallet_db), postgres.url(payments_db)
-    await upgrade_all(wallet_url, payments_url)
+    wallet_url, payments_url = await fresh_databases(postgres, "corrupt")
     engine = create_async_engine(wallet_url)
     try:
         async with engine.begin() as conn:
@@ -85,12 +91,7 @@ async def test_verify_fails_and_explains_on_a_corrupted_database(postgres: Postg
 async def test_verify_reports_a_finished_refund_that_left_money_in_transit(postgres: PostgresServer) -> None:
     """The transit check covers refunds as well as transfers: a refund recorded as finished whose wallet part
     was debited into ``transit`` but never paid out to the buyer is reported, naming the refund's saga."""
-    suffix = uuid.uuid4().hex[:8]
-    wallet_db, payments_db = f"transit_wallet_{suffix}", f"transit_payments_{suffix}"
-    for name in (wallet_db, payments_db):
-        postgres.create_database(name)
-    wallet_url, payments_url = postgres.url(wallet_db), postgres.url(payments_db)
-    await upgrade_all(wallet_url, payments_url)
+    wallet_url, payments_url = await fresh_databases(postgres, "transit")
     saga = "refund:merchant:stuck"
     wallets, payments = create_async_engine(wallet_url), create_async_engine(payments_url)
     try:
