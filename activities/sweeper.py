@@ -26,19 +26,21 @@ from activities.webhook_routing import (
     xendit_event,
     xendit_routing,
 )
-from db.engine import in_transaction
-from db.repositories import ledger
+from db.engine import in_statement, in_transaction
+from db.repositories import commerce, ledger
 from db.repositories import operations as ops
 from db.repositories import payments as payments_repo
 from payweave.contracts.activities import GatewayPayment
 from payweave.contracts.operations import (
     ExpiredHold,
     OverdueGroupBuy,
+    PendingOrder,
     StalePayment,
     SweepInput,
     UnroutedWebhook,
 )
 from payweave.contracts.sagas import PaymentEvent
+from payweave.ids import step_key
 from payweave.metrics import SWEEPER_REPAIRS
 
 log = logging.getLogger("payweave.sweeper")
@@ -213,6 +215,53 @@ class SweeperActivities:
             return "none"  # captured or released meanwhile
         subject = f"hold {h.hold_id} ({h.amount} on {h.wallet_id}, saga {h.saga_id})"
         return repaired("hold_expired", subject, f"expired {h.expires_at.isoformat()}, saga closed")
+
+    # --- e. orders the API recorded whose saga never started ----------------------------------------------
+
+    @activity.defn
+    async def find_expired_pending_orders(self, inp: SweepInput) -> list[PendingOrder]:
+        return await in_statement(
+            self._payments, lambda conn: ops.expired_pending_orders(conn, limit=inp.limit)
+        )
+
+    @activity.defn
+    async def expire_unstarted_order(self, o: PendingOrder) -> str:
+        """Expire an order still ``pending`` past its expiry whose saga Temporal never knew (the API recorded
+        the order, the start failed, the client never retried) — only when nothing of a saga exists: no hold,
+        no settle journal, no gateway payment, no stock reservation. A saga that ran, or whose history is gone,
+        is an operator's to look at."""
+        subject = f"order {o.order_id} (workflow {o.workflow_id}, expired {o.expires_at.isoformat()})"
+        try:
+            described = await self._client.get_workflow_handle(o.workflow_id).describe()
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+            described = None
+        if described is not None:
+            if described.status == WorkflowExecutionStatus.RUNNING:
+                return "none"  # the saga decides
+            return repaired("needs_attention", subject, "pending past its expiry, its saga closed")
+        traces = await in_statement(self._payments, lambda conn: ops.order_left_traces(conn, o.order_id))
+        moved = await in_statement(
+            self._wallet,
+            lambda conn: ops.saga_moved_money(
+                conn, hold_id=f"hld_{o.order_id}", settle_key=step_key(o.workflow_id, "settle")
+            ),
+        )
+        if traces or moved:
+            return repaired(
+                "needs_attention", subject, "pending past its expiry, no saga, but a saga's traces"
+            )
+
+        async def work(conn: AsyncConnection) -> bool:
+            before, order = await commerce.move_order(
+                conn, order_id=o.order_id, status="expired", failure_code="saga_not_started"
+            )
+            return before == "pending" and order.status == "expired"
+
+        if not await in_statement(self._payments, work):
+            return "none"  # its saga started and moved it meanwhile
+        return repaired("order_not_started", subject, "its saga never started: expired")
 
     # --- d. webhook events stored but never delivered ----------------------------------------------------
 

@@ -69,6 +69,8 @@ def operations_activities(
             sweeper.expire_orphan_hold,
             sweeper.find_unrouted_webhooks,
             sweeper.reroute_webhook,
+            sweeper.find_expired_pending_orders,
+            sweeper.expire_unstarted_order,
         ]
     return found
 

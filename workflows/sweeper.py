@@ -1,11 +1,13 @@
 """SweeperWorkflow — expiry and repair, one short run per schedule tick (ARCHITECTURE §5.7).
 
-Finds and drives what a lost webhook or a dead workflow left behind, in four bounded passes:
+Finds and drives what a lost webhook or a dead workflow left behind, in five bounded passes:
   a. open payments past expiry (or older than a minimum age): look the gateway up, signal the owning saga
      the real outcome; if the saga is gone, close the payment (a late success is refunded);
   b. group-buy sessions past their deadline without a decision: signal ``deadline_passed``;
   c. holds past expiry whose saga is closed: release them as 'expired';
-  d. webhook events stored but never delivered: route them again.
+  d. webhook events stored but never delivered: route them again;
+  e. orders still pending past their expiry whose saga never started (the API recorded the order, the start
+     failed, the client never retried): expired, once nothing of a saga is found.
 Every item is its own activity (retried a few times; the next tick retries the rest); a failing item is
 counted as an error and never stops the sweep.
 """
@@ -29,6 +31,7 @@ from workflows.saga import set_search_attributes
 
 T = TypeVar("T")
 
+UNSTARTED_ORDERS = "sweeper-unstarted-orders"
 SWEEP_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
 SWEEP_TIMEOUT = timedelta(seconds=60)
 
@@ -75,6 +78,15 @@ class SweeperWorkflow:
             ("holds", SweeperActivities.find_expired_holds, SweeperActivities.expire_orphan_hold),
             ("webhooks", SweeperActivities.find_unrouted_webhooks, SweeperActivities.reroute_webhook),
         ]
+        # e. (runs started since the patch) orders the API recorded whose saga never started.
+        if workflow.patched(UNSTARTED_ORDERS):
+            passes.append(
+                (
+                    "orders",
+                    SweeperActivities.find_expired_pending_orders,
+                    SweeperActivities.expire_unstarted_order,
+                )
+            )
         for name, find, drive in passes:
             try:
                 items = await workflow.execute_activity_method(

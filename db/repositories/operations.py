@@ -19,6 +19,7 @@ from payweave.contracts.operations import (
     ExpiredHold,
     Mismatch,
     OverdueGroupBuy,
+    PendingOrder,
     StalePayment,
     UnroutedWebhook,
 )
@@ -166,6 +167,42 @@ async def expired_open_holds(conn: AsyncConnection, *, limit: int) -> list[Expir
         {"limit": limit},
     )
     return [ExpiredHold.model_validate(dict(r)) for r in rows.mappings()]
+
+
+async def expired_pending_orders(conn: AsyncConnection, *, limit: int) -> list[PendingOrder]:
+    rows = await conn.execute(
+        text(
+            "SELECT id AS order_id, workflow_id, expires_at FROM orders "
+            "WHERE status = 'pending' AND expires_at < now() ORDER BY expires_at LIMIT :limit"
+        ),
+        {"limit": limit},
+    )
+    return [PendingOrder.model_validate(dict(r)) for r in rows.mappings()]
+
+
+async def order_left_traces(conn: AsyncConnection, order_id: str) -> bool:
+    """Whether anything of the order's saga reached the payments database: its gateway payment or a stock
+    reservation (both keyed by the order)."""
+    row = await conn.execute(
+        text(
+            "SELECT EXISTS (SELECT 1 FROM payments WHERE id = :payment) "
+            "OR EXISTS (SELECT 1 FROM stock_reservations WHERE order_id = :order)"
+        ),
+        {"payment": f"pay_{order_id}", "order": order_id},
+    )
+    return bool(row.scalar_one())
+
+
+async def saga_moved_money(conn: AsyncConnection, *, hold_id: str, settle_key: str) -> bool:
+    """Whether a checkout's saga touched the wallet database: its hold or its settle journal (both keyed)."""
+    row = await conn.execute(
+        text(
+            "SELECT EXISTS (SELECT 1 FROM holds WHERE id = :hold) "
+            "OR EXISTS (SELECT 1 FROM journals WHERE idempotency_key = :settle)"
+        ),
+        {"hold": hold_id, "settle": settle_key},
+    )
+    return bool(row.scalar_one())
 
 
 async def clearing_journals(

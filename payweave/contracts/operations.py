@@ -45,6 +45,14 @@ class ExpiredHold(BaseModel):
     expires_at: datetime
 
 
+class PendingOrder(BaseModel):
+    """An order still ``pending`` past its expiry: its saga never started, or never finished it."""
+
+    order_id: str
+    workflow_id: str
+    expires_at: datetime
+
+
 class UnroutedWebhook(BaseModel):
     event_row_id: int
     provider: str

@@ -17,16 +17,9 @@ from tests.conftest import Users, eventually
 from tests.helpers import create_wallet, deposit, idem
 
 
-async def test_a_saga_start_with_temporal_down_is_503_and_the_retry_starts_it_once(
-    http: httpx.AsyncClient, users: Users, settings: Settings, migrated: None
-) -> None:
-    _, buyer = users.new()
-    merchant, m_auth = users.new("merchant")
-    b = await create_wallet(http, buyer)
-    await create_wallet(http, m_auth)
-    await deposit(http, buyer, b["id"], 700)
-    # A client connected to a Temporal that then goes away (a restart, an outage), failing at once instead of
-    # retrying for a while.
+async def unreachable_temporal() -> Client:
+    """A client connected to a Temporal that then went away (a restart, an outage), failing at once instead
+    of retrying for a while."""
     gone = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(temporal_cli_path()), dev_server_log_level="error"
     )
@@ -36,7 +29,18 @@ async def test_a_saga_start_with_temporal_down_is_503_and_the_retry_starts_it_on
         retry_config=RetryConfig(max_retries=0),
     )
     await gone.shutdown()
-    app = create_app(settings, temporal=dead)
+    return dead
+
+
+async def test_a_saga_start_with_temporal_down_is_503_and_the_retry_starts_it_once(
+    http: httpx.AsyncClient, users: Users, settings: Settings, migrated: None
+) -> None:
+    _, buyer = users.new()
+    merchant, m_auth = users.new("merchant")
+    b = await create_wallet(http, buyer)
+    await create_wallet(http, m_auth)
+    await deposit(http, buyer, b["id"], 700)
+    app = create_app(settings, temporal=await unreachable_temporal())
     body = {"merchant_id": merchant, "currency": "USD", "amount": 700, "payment": {"method": "wallet"}}
     key = idem()
     async with app.router.lifespan_context(app):

@@ -411,5 +411,45 @@ async def test_payweave_sweep_runs_one_sweep_and_prints_the_summary(
     )
     assert result.returncode in (0, 1), result.stderr
     summary = SweepSummary.model_validate_json(result.stdout)
-    assert set(summary.examined) == {"payments", "group_buys", "holds", "webhooks"}
+    assert set(summary.examined) == {"payments", "group_buys", "holds", "webhooks", "orders"}
     assert "sweep done" in result.stderr
+
+
+async def test_an_order_whose_saga_never_started_is_expired_after_its_deadline(
+    http: httpx.AsyncClient, users: Users, settings: Settings, temporal: Client, migrated: None
+) -> None:
+    """The API recorded the order, Temporal was down (503), the client never retried: past its expiry the
+    sweeper finds no saga and nothing a saga would have left, and expires the order (``saga_not_started``).
+    No money had moved, and none moves."""
+    from api.main import create_app
+    from payweave.ids import derived_id, workflow_id
+    from tests.api.support import assert_problem
+    from tests.api.test_temporal_unavailable import unreachable_temporal
+
+    buyer_sub, buyer = users.new()
+    merchant, m_auth = users.new("merchant")
+    b = await create_wallet(http, buyer)
+    await create_wallet(http, m_auth)
+    await deposit(http, buyer, b["id"], 400)
+    key = idem()
+    body = {"merchant_id": merchant, "currency": "USD", "amount": 400, "payment": {"method": "wallet"}}
+    app = create_app(settings, temporal=await unreachable_temporal())
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://payweave.test") as down:
+            refused = await down.post(
+                "/v1/checkouts", json={**body, "expires_in": 1}, headers={**buyer, **key}
+            )
+            assert_problem(refused, 503, "service_unavailable")
+    order_id = derived_id("ord", workflow_id("checkout", buyer_sub, key["Idempotency-Key"]))
+    assert (await http.get(f"/v1/checkouts/{order_id}", headers=buyer)).json()["status"] == "pending"
+
+    async def expired() -> tuple[dict[str, Any], SweepSummary] | None:
+        summary = await sweep(temporal, settings)  # the order is found once its expiry (1 s) has passed
+        order = (await http.get(f"/v1/checkouts/{order_id}", headers=buyer)).json()
+        return (order, summary) if order["status"] == "expired" else None
+
+    order, summary = await eventually(expired)
+    assert order["failure_code"] == "saga_not_started"
+    assert summary.outcomes.get("order_not_started", 0) >= 1
+    assert (await wallet(http, buyer, b["id"]))["balance"] == 400
