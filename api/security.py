@@ -87,28 +87,30 @@ class TokenVerifier:
         perms: frozenset[str] = frozenset().union(*(PERMISSIONS.get(r, frozenset()) for r in roles))
         return Principal(sub=sub, roles=tuple(roles), permissions=perms)
 
-    def _decode(self, token: str) -> dict[str, object]:
+    def _decode_with(self, token: str, key: Any, algorithm: str) -> dict[str, object]:
         s = self._settings
-        options: Any = {"require": ["exp", "sub", "aud"]}
-        if self._jwks is not None:
-            key = self._jwks.get_signing_key_from_jwt(token).key
-            return jwt.decode(
-                token,
-                key,
-                algorithms=["RS256"],
-                audience=s.jwt_audience,
-                issuer=s.jwt_issuer,
-                leeway=s.jwt_leeway_seconds,
-                options=options,
-            )
-        if s.jwt_secret is None:
-            raise jwt.InvalidKeyError("no JWT secret configured")
-        return jwt.decode(
+        claims: dict[str, object] = jwt.decode(
             token,
-            s.jwt_secret.get_secret_value(),
-            algorithms=["HS256"],
+            key,
+            algorithms=[algorithm],
             audience=s.jwt_audience,
             issuer=s.jwt_issuer,
             leeway=s.jwt_leeway_seconds,
-            options=options,
+            options={"require": ["exp", "sub", "aud"]},
         )
+        return claims
+
+    def _decode(self, token: str) -> dict[str, object]:
+        s = self._settings
+        if self._jwks is not None:
+            return self._decode_with(token, self._jwks.get_signing_key_from_jwt(token).key, "RS256")
+        if s.jwt_secret is None:
+            raise jwt.InvalidKeyError("no JWT secret configured")
+        # During a rotation a token may be signed with a previous secret: only a signature that no secret
+        # verifies is refused for its signature; any other fault (expired, wrong audience) is final.
+        for secret in s.jwt_verification_secrets():
+            try:
+                return self._decode_with(token, secret, "HS256")
+            except jwt.InvalidSignatureError:
+                continue
+        raise jwt.InvalidSignatureError("Signature verification failed")

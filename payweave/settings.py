@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     xendit_callback_token: SecretStr = SecretStr("xendit_callback_dev")
 
     jwt_secret: SecretStr | None = None
+    # Earlier HS256 secrets, comma-separated, still accepted (never used to sign) while their tokens expire.
+    jwt_previous_secrets: SecretStr | None = None
     jwt_jwks_url: str | None = None
     jwt_audience: str = "payweave"
     jwt_issuer: str | None = None
@@ -129,6 +131,14 @@ class Settings(BaseSettings):
         if value.strip():
             parse_many(value)  # ValueError on a malformed limit: refused at start, not on the first request
         return value.strip()
+
+    def jwt_verification_secrets(self) -> list[str]:
+        """The HS256 secrets a token may be signed with: the current one first, then the previous ones."""
+        current = [self.jwt_secret.get_secret_value()] if self.jwt_secret else []
+        previous = (
+            self.jwt_previous_secrets.get_secret_value().split(",") if self.jwt_previous_secrets else []
+        )
+        return [s for s in (*current, *(p.strip() for p in previous)) if s]
 
     def stripe_webhook_secrets(self) -> list[str]:
         return [s.strip() for s in self.stripe_webhook_secret.get_secret_value().split(",") if s.strip()]
