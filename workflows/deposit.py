@@ -33,12 +33,23 @@ with workflow.unsafe.imports_passed_through():
     from payweave.ids import step_key
 
 from workflows.gateway_payment import cancel_until_final, concerns
-from workflows.saga import business_code, db_step, finish_forward, gateway_step, set_search_attributes
+from workflows.saga import (
+    AwaitsOperator,
+    OperatorDesk,
+    business_code,
+    db_step,
+    finish_forward,
+    forward,
+    gateway_step,
+    set_search_attributes,
+)
 
 
 @workflow.defn
-class DepositWorkflow:
+class DepositWorkflow(AwaitsOperator):
     def __init__(self) -> None:
+        # A step after the money moved that is refused waits here for an operator (``forward``).
+        self._desk = OperatorDesk()
         self._view: DepositStatus | None = None
         self._outcome: str | None = None  # "succeeded" | "failed", first signal wins
         self._failure_code: str | None = None
@@ -239,9 +250,26 @@ class DepositWorkflow:
                     reason=code,
                 ),
             )
-            return await self._finish(inp, "refunded", code)
+            return await self._finish_forward(inp, "refunded", code)
         self._update_view(credited=True)
-        return await self._finish(inp, "succeeded", None, credited=True)
+        return await self._finish_forward(inp, "succeeded", None, credited=True)
+
+    async def _finish_forward(
+        self, inp: DepositInput, status: str, failure_code: str | None, *, credited: bool | None = None
+    ) -> DepositStatus:
+        """The last mark once the money has moved (credited, or given back at the gateway): it can only be
+        finished, so a refusal waits for an operator (``payweave sagas retry|resolve``) instead of failing the
+        saga with the wallet credited and the deposit still ``awaiting_payment``."""
+        await forward(
+            self._desk,
+            "mark_payment",
+            lambda: self._finish(inp, status, failure_code, credited=credited),
+        )
+        if self._view is not None and self._view.status != status:  # resolved by hand: show what happened
+            self._update_view(status=status, failure_code=failure_code)
+            self._accept()
+        assert self._view is not None
+        return self._view
 
     async def _post_credit(self, inp: DepositInput, wf_id: str) -> None:
         await db_step(

@@ -398,6 +398,10 @@ PAST_NO_RETURN: dict[tuple[str, str], str] = {
     ): "after the settle journal: the card payment's row is marked succeeded",
     ("split_checkout", "commit_stock"): "after the settle journal: the reserved stock is committed",
     (
+        "deposit",
+        "mark_payment",
+    ): "after the credit journal: the deposit's row is marked succeeded (it said awaiting_payment for ever)",
+    (
         "partial_refund",
         "post_journal#2",
     ): "after the card refund: the wallet part leaves transit for the buyer",
