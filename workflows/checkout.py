@@ -48,10 +48,12 @@ from workflows.saga import (
     FAILURE_LOOKED_UP,
     AwaitsOperator,
     OperatorDesk,
+    RecordRefused,
     Saga,
     business_code,
     db_step,
     finish_forward,
+    first_record,
     forward,
     gateway_step,
     local_db_steps,
@@ -170,25 +172,33 @@ class CheckoutWorkflow(AwaitsOperator):
             order_id=inp.order_id,
             only_changes=self._one_task,
         )
-        await db_step(
-            OrderActivities.record_order,
-            RecordOrderInput(
-                order_id=inp.order_id,
-                workflow_id=wf_id,
-                buyer=inp.buyer,
-                merchant=inp.merchant,
-                currency=inp.currency,
-                total=inp.total,
-                wallet_amount=inp.wallet_amount,
-                gateway_amount=gateway_amount,
-                method=inp.method,
-                gateway=inp.gateway,
-                buyer_wallet_id=inp.buyer_wallet_id,
-                merchant_wallet_id=inp.merchant_wallet_id,
-                items=inp.items,
-                expires_at=expires_at,
-            ),
-        )
+        try:
+            await first_record(
+                db_step(
+                    OrderActivities.record_order,
+                    RecordOrderInput(
+                        order_id=inp.order_id,
+                        workflow_id=wf_id,
+                        buyer=inp.buyer,
+                        merchant=inp.merchant,
+                        currency=inp.currency,
+                        total=inp.total,
+                        wallet_amount=inp.wallet_amount,
+                        gateway_amount=gateway_amount,
+                        method=inp.method,
+                        gateway=inp.gateway,
+                        buyer_wallet_id=inp.buyer_wallet_id,
+                        merchant_wallet_id=inp.merchant_wallet_id,
+                        items=inp.items,
+                        expires_at=expires_at,
+                    ),
+                )
+            )
+        except (
+            RecordRefused
+        ) as refused:  # nothing moved: the checkout failed (its order row, if any, says so)
+            await self._finish(inp, "failed", refused.code)
+            return self._view
         saga = Saga(self._desk)
         reservations: list[str] = []
         try:

@@ -36,9 +36,11 @@ from workflows.gateway_payment import cancel_until_final, concerns
 from workflows.saga import (
     AwaitsOperator,
     OperatorDesk,
+    RecordRefused,
     business_code,
     db_step,
     finish_forward,
+    first_record,
     forward,
     gateway_step,
     set_search_attributes,
@@ -111,21 +113,29 @@ class DepositWorkflow(AwaitsOperator):
         set_search_attributes(
             kind="deposit", status="pending", owner=inp.owner, amount=inp.amount, currency=inp.currency
         )
-        await db_step(
-            PaymentActivities.record_payment,
-            RecordPaymentInput(
-                payment_id=inp.deposit_id,
-                idempotency_key=step_key(wf_id, "payment"),
-                workflow_id=wf_id,
-                purpose="deposit",
-                owner=inp.owner,
-                wallet_id=inp.wallet_id,
-                gateway=inp.gateway,
-                amount=inp.amount,
-                currency=inp.currency,
-                expires_at=expires_at,
-            ),
-        )
+        try:
+            await first_record(
+                db_step(
+                    PaymentActivities.record_payment,
+                    RecordPaymentInput(
+                        payment_id=inp.deposit_id,
+                        idempotency_key=step_key(wf_id, "payment"),
+                        workflow_id=wf_id,
+                        purpose="deposit",
+                        owner=inp.owner,
+                        wallet_id=inp.wallet_id,
+                        gateway=inp.gateway,
+                        amount=inp.amount,
+                        currency=inp.currency,
+                        expires_at=expires_at,
+                    ),
+                )
+            )
+        except RecordRefused as not_recorded:  # nothing moved: the deposit failed
+            self._update_view(status="failed", failure_code=not_recorded.code)
+            self._accept()
+            assert self._view is not None
+            return self._view
         create = CreateGatewayPaymentInput(
             payment_id=inp.deposit_id,
             idempotency_key=step_key(wf_id, "gateway_payment"),

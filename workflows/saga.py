@@ -212,6 +212,32 @@ def set_search_attributes(
         workflow.upsert_search_attributes(updates)
 
 
+# A saga's first step records its row; when that is refused for a business reason nothing has moved, so since
+# this patch the saga ends ``failed`` with the code (its status query and search attribute say so) and the
+# workflow completes; before, the refusal failed the workflow and its status said ``pending`` for ever (found by
+# R5). Asked only when the first step is refused.
+FIRST_RECORD_REFUSED = "refused-first-record-ends-failed"
+
+
+class RecordRefused(Exception):
+    """The saga's first record was refused (``code``): end the saga failed, nothing to compensate."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+async def first_record(step: Awaitable[R]) -> R:
+    """Run the saga's first step; a business refusal raises RecordRefused (runs since FIRST_RECORD_REFUSED)."""
+    try:
+        return await step
+    except ActivityError as exc:
+        code = business_code(exc)
+        if code is None or not workflow.patched(FIRST_RECORD_REFUSED):
+            raise
+        raise RecordRefused(code) from exc
+
+
 async def finish_forward(step: Awaitable[R]) -> R:
     """Run ``step`` to its end even if the workflow is cancelled meanwhile: for the steps after a saga's point
     of no return (money has moved), where a cancellation can no longer undo anything and must not stop the

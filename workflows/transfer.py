@@ -9,6 +9,8 @@ The saga exists because wallets may live on different database shards: each leg 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
@@ -27,9 +29,11 @@ with workflow.unsafe.imports_passed_through():
 from workflows.saga import (
     AwaitsOperator,
     OperatorDesk,
+    RecordRefused,
     Saga,
     business_code,
     db_step,
+    first_record,
     forward,
     set_search_attributes,
 )
@@ -54,6 +58,22 @@ class TransferWorkflow(AwaitsOperator):
             MarkTransferInput(transfer_id=self._view.id, status=status, failure_code=failure_code),
         )
 
+    @staticmethod
+    def _record(inp: TransferInput, wf_id: str) -> Awaitable[object]:
+        return db_step(
+            PaymentActivities.record_transfer,
+            RecordTransferInput(
+                transfer_id=inp.transfer_id,
+                workflow_id=wf_id,
+                owner=inp.owner,
+                from_wallet_id=inp.from_wallet_id,
+                to_wallet_id=inp.to_wallet_id,
+                amount=inp.amount,
+                currency=inp.currency,
+                description=inp.description,
+            ),
+        )
+
     @workflow.run
     async def run(self, inp: TransferInput) -> TransferStatusView:
         wf_id = workflow.info().workflow_id
@@ -70,20 +90,12 @@ class TransferWorkflow(AwaitsOperator):
         set_search_attributes(
             kind="transfer", status="pending", owner=inp.owner, amount=inp.amount, currency=inp.currency
         )
-        await db_step(
-            PaymentActivities.record_transfer,
-            RecordTransferInput(
-                transfer_id=inp.transfer_id,
-                workflow_id=wf_id,
-                owner=inp.owner,
-                from_wallet_id=inp.from_wallet_id,
-                to_wallet_id=inp.to_wallet_id,
-                amount=inp.amount,
-                currency=inp.currency,
-                description=inp.description,
-            ),
-        )
-
+        try:
+            await first_record(self._record(inp, wf_id))
+        except RecordRefused as refused:
+            self._view = self._view.model_copy(update={"status": "failed", "failure_code": refused.code})
+            set_search_attributes(status="failed")
+            return self._view
         saga = Saga(self._desk)
         debit_key, credit_key = step_key(wf_id, "debit"), step_key(wf_id, "credit")
         saga.add(

@@ -380,6 +380,8 @@ async def fail_step(lab: Lab, saga: str, clean: Clean, k: int) -> tuple[str, lis
         if undone != sorted(undone, reverse=True):
             problems.append(f"compensations out of order: {ran[failed_at:]}")
     status = await run.status()
+    if status in ("pending", "awaiting_payment"):  # the saga is over: its status must say how it ended
+        problems.append(f"reports {status} after its saga ended")
     if status in unmoved_if and moved != clean.nothing:
         problems.append(f"reports {status} but moved {moved}")
     if status in moved_if and moved != clean.whole:
