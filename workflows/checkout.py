@@ -194,9 +194,8 @@ class CheckoutWorkflow(AwaitsOperator):
                     ),
                 )
             )
-        except (
-            RecordRefused
-        ) as refused:  # nothing moved: the checkout failed (its order row, if any, says so)
+        except RecordRefused as refused:
+            # Nothing moved: the checkout failed (its order row, if any, says so).
             await self._finish(inp, "failed", refused.code)
             return self._view
         saga = Saga(self._desk)
