@@ -10,7 +10,11 @@ Differences from ``localstripe``'s own entry point, all confined to this process
 * honours ``Idempotency-Key`` like Stripe does: a repeated POST with the same key gets the first
   response replayed (header ``Idempotent-Replayed: true``), a concurrent duplicate waits for the first,
   and reusing a key for a different request is a 400 ``idempotency_error``. localstripe ignores the header,
-  which would hide exactly the retry bugs the saga code must not have.
+  which would hide exactly the retry bugs the saga code must not have;
+* lists the objects of one type from an index of that type instead of scanning the whole store. localstripe
+  scans every object it ever created to list one type, and exporting a charge lists its refunds that way, so
+  each PaymentIntent created cost time proportional to everything created before it (after 1,500 split
+  checkouts, 80 % of localstripe's CPU was that scan, and its CPU per PaymentIntent had tripled).
 
 Webhooks are sent by localstripe itself, unchanged (about one second after the event, signed with the
 configured secret). Their configuration is not persisted: configure them after every start.
@@ -57,9 +61,12 @@ class StorePersister:
     handler step has finished, so a request that creates ten objects writes the file once.
     """
 
-    def __init__(self, store: dict[str, Any], path: Path) -> None:
+    def __init__(
+        self, store: dict[str, Any], path: Path, on_load: Callable[[dict[str, Any]], None] | None = None
+    ) -> None:
         self.store = store
         self.path = path
+        self.on_load = on_load
         self._scheduled = False
 
     def load(self) -> None:
@@ -73,6 +80,8 @@ class StorePersister:
             return
         self.store.clear()
         self.store.update(old)
+        if self.on_load is not None:
+            self.on_load(self.store)
 
     def request_dump(self) -> None:
         try:
@@ -94,16 +103,75 @@ class StorePersister:
         os.replace(tmp, self.path)  # a crash mid-write never leaves a truncated store behind
 
 
+class TypeIndex:
+    """The store's keys per object type (``"charge"`` for ``"charge:ch_…"``), each in the store's own order.
+
+    Kept by wrapping the store's ``__setitem__`` / ``__delitem__`` (the only ways localstripe writes it); a
+    bulk change (``clear``/``update`` when a saved store is loaded) is followed by ``rebuild``.
+    """
+
+    def __init__(self) -> None:
+        self.by_type: dict[str, dict[str, Any]] = collections.defaultdict(dict)
+
+    def add(self, key: str, value: Any) -> None:
+        self.by_type[key.partition(":")[0]][key] = value
+
+    def remove(self, key: str) -> None:
+        self.by_type[key.partition(":")[0]].pop(key, None)
+
+    def rebuild(self, store: dict[str, Any]) -> None:
+        self.by_type.clear()
+        for key, value in store.items():
+            self.add(key, value)
+
+    def objects(self, object_type: str) -> list[Any]:
+        return list(self.by_type.get(object_type, {}).values())
+
+
+def index_store_by_type() -> TypeIndex:
+    """Make every ``_api_list_all`` read its own type from a ``TypeIndex`` (same objects, same order)."""
+    from localstripe import resources
+
+    index = TypeIndex()
+    store_type = type(resources.store)
+    set_item, del_item = store_type.__setitem__, store_type.__delitem__
+
+    def setitem(self: dict[str, Any], key: str, value: Any) -> None:
+        set_item(self, key, value)
+        index.add(key, value)
+
+    def delitem(self: dict[str, Any], key: str) -> None:
+        del_item(self, key)
+        index.remove(key)
+
+    def list_all(
+        cls: Any, /, url: str, limit: int | None = None, starting_after: str | None = None, **kwargs: Any
+    ) -> Any:
+        # StripeObject._api_list_all with the scan of the whole store replaced by the type's index.
+        if kwargs:
+            raise resources.UserError(400, "Unexpected " + ", ".join(kwargs.keys()))
+        listed = resources.List(url, limit=limit, starting_after=starting_after)
+        listed._list = index.objects(cls.object)
+        return listed
+
+    store_type.__setitem__ = setitem
+    store_type.__delitem__ = delitem
+    resources.StripeObject._api_list_all = classmethod(list_all)
+    index.rebuild(resources.store)
+    return index
+
+
 def configure_store(path: Path | None, *, load: bool = True) -> StorePersister | None:
     """Point localstripe's store at ``path`` (None: keep everything in memory only)."""
     from localstripe.resources import store
 
+    index = index_store_by_type()
     if path is None:
         # Instance attributes shadow the class's methods, in this process only.
         setattr(store, "dump_to_disk", lambda: None)  # noqa: B010
         setattr(store, "try_load_from_disk", lambda: None)  # noqa: B010
         return None
-    persister = StorePersister(store, path)
+    persister = StorePersister(store, path, on_load=index.rebuild)
     setattr(store, "dump_to_disk", persister.request_dump)  # noqa: B010
     setattr(store, "try_load_from_disk", persister.load)  # noqa: B010
     if load:

@@ -57,6 +57,13 @@ async def test_postgres_lifecycle(tmp_path: Path) -> None:
         pg.stop()
 
 
+def _listed(client: stripe.StripeClient, intent: str) -> tuple[list[str], list[int]]:
+    """(the ids of every PaymentIntent listed, the amounts of ``intent``'s refunds)."""
+    intents = client.v1.payment_intents.list()
+    refunds = client.v1.refunds.list(params={"payment_intent": intent})
+    return [i.id for i in intents.data], [r.amount for r in refunds.data]
+
+
 def test_localstripe_idempotency_and_persistence(tmp_path: Path) -> None:
     port = free_port()
     store = tmp_path / "localstripe.pickle"
@@ -75,12 +82,16 @@ def test_localstripe_idempotency_and_persistence(tmp_path: Path) -> None:
         other = client.v1.payment_intents.create(params=params, options={"idempotency_key": "k2"})
         assert first.status == "succeeded"
         assert again.id == first.id and other.id != first.id
+        client.v1.refunds.create(params={"payment_intent": first.id, "amount": 300})
         configure_webhook(base, "http://127.0.0.1:9/hook", "whsec_x")
+        listed_before = _listed(client, first.id)
     finally:
         assert terminate(process) == 0
     process = start_localstripe_process(port, store=store)
     try:
         assert client.v1.payment_intents.retrieve(first.id).status == "succeeded"
+        # Lists come from the per-type index, rebuilt from the saved store after a restart.
+        assert _listed(client, first.id) == listed_before == ([first.id, other.id], [300])
     finally:
         terminate(process)
 
