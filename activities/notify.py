@@ -15,6 +15,7 @@ from temporalio import activity
 
 from activities.errors import business_errors
 from activities.orders import move_order
+from activities.payments import move_payment_row
 from db.engine import in_statement, in_transaction
 from db.repositories import notifications as repo
 from payweave.contracts.activities import FinishOrderInput, NotifyInput
@@ -51,9 +52,12 @@ class NotifyActivities:
 
     @activity.defn
     async def finish_order(self, inp: FinishOrderInput) -> Order:
-        """A checkout's last step in one transaction: the order's final status and its notifications."""
+        """A checkout's last step in one transaction: the order's final status, its notifications and (when
+        given) its gateway payment's final status."""
 
         async def work(conn: AsyncConnection) -> tuple[str | None, Order, list[repo.Notification]]:
+            if inp.payment is not None:
+                await move_payment_row(conn, inp.payment)
             before, order = await move_order(conn, inp.order)
             return before, order, await _store(conn, inp.notification)
 

@@ -7,6 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from temporalio import activity
 
 from activities.errors import business_errors
+from activities.payments import record_payment_row
 from db.engine import in_statement, in_transaction
 from db.repositories import commerce
 from payweave.contracts.activities import (
@@ -54,7 +55,16 @@ class OrderActivities:
                 expires_at=inp.expires_at,
             )
 
-        return await in_statement(self._engine, work)
+        if inp.payment is None:
+            return await in_statement(self._engine, work)
+        payment = inp.payment
+
+        async def with_payment(conn: AsyncConnection) -> Order:
+            order = await work(conn)
+            await record_payment_row(conn, payment)
+            return order
+
+        return await in_transaction(self._engine, with_payment)
 
     @activity.defn
     async def reserve_stock(self, inp: ReserveStockInput) -> Reservation:

@@ -27,6 +27,34 @@ from payweave.contracts.payments import Payment, Transfer
 from payweave.metrics import saga_ended
 
 
+async def record_payment_row(conn: AsyncConnection, inp: RecordPaymentInput) -> Payment:
+    """The payment's row, keyed by its idempotency key (a retry gets the row it made)."""
+    return await repo.create_payment(
+        conn,
+        payment_id=inp.payment_id,
+        idempotency_key=inp.idempotency_key,
+        workflow_id=inp.workflow_id,
+        purpose=inp.purpose,
+        owner=inp.owner,
+        wallet_id=inp.wallet_id,
+        gateway=inp.gateway,
+        amount=inp.amount,
+        currency=inp.currency,
+        expires_at=inp.expires_at,
+    )
+
+
+async def move_payment_row(conn: AsyncConnection, inp: MarkPaymentInput) -> tuple[str, Payment]:
+    """Move the payment's row (states never move backwards): (the status it had, the row now)."""
+    return await repo.move_payment(
+        conn,
+        payment_id=inp.payment_id,
+        status=inp.status,
+        failure_code=inp.failure_code,
+        credited=inp.credited,
+    )
+
+
 class PaymentActivities:
     def __init__(self, payments_engine: AsyncEngine, gateways: Mapping[str, PaymentGateway]) -> None:
         self._engine = payments_engine
@@ -37,22 +65,7 @@ class PaymentActivities:
 
     @activity.defn
     async def record_payment(self, inp: RecordPaymentInput) -> Payment:
-        async def work(conn: AsyncConnection) -> Payment:
-            return await repo.create_payment(
-                conn,
-                payment_id=inp.payment_id,
-                idempotency_key=inp.idempotency_key,
-                workflow_id=inp.workflow_id,
-                purpose=inp.purpose,
-                owner=inp.owner,
-                wallet_id=inp.wallet_id,
-                gateway=inp.gateway,
-                amount=inp.amount,
-                currency=inp.currency,
-                expires_at=inp.expires_at,
-            )
-
-        return await in_statement(self._engine, work)
+        return await in_statement(self._engine, lambda conn: record_payment_row(conn, inp))
 
     @activity.defn
     async def create_gateway_payment(self, inp: CreateGatewayPaymentInput) -> GatewayPayment:
@@ -113,17 +126,8 @@ class PaymentActivities:
 
     @activity.defn
     async def mark_payment(self, inp: MarkPaymentInput) -> Payment:
-        async def work(conn: AsyncConnection) -> tuple[str, Payment]:
-            return await repo.move_payment(
-                conn,
-                payment_id=inp.payment_id,
-                status=inp.status,
-                failure_code=inp.failure_code,
-                credited=inp.credited,
-            )
-
         async with business_errors():
-            before, payment = await in_statement(self._engine, work)
+            before, payment = await in_statement(self._engine, lambda conn: move_payment_row(conn, inp))
         if payment.purpose == "deposit":  # a deposit saga ends with its payment
             saga_ended("deposit", before, payment.status)
         return payment

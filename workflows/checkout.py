@@ -45,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
 from workflows.gateway_payment import cancel_until_final, concerns
 from workflows.saga import (
     CHECKOUT_ONE_TASK,
+    CHECKOUT_PAYMENT_WITH_ORDER,
     FAILURE_LOOKED_UP,
     AwaitsOperator,
     OperatorDesk,
@@ -83,6 +84,7 @@ class CheckoutWorkflow(AwaitsOperator):
         self._accepted: CheckoutStatus | None = None
         self._outcome: str | None = None
         self._one_task = False  # CHECKOUT_ONE_TASK, decided at the start of the run
+        self._payment_with_order = False  # CHECKOUT_PAYMENT_WITH_ORDER (implies CHECKOUT_ONE_TASK)
         self._db_steps_local = False  # read by saga.local_db_steps: CHECKOUT_ONE_TASK implies LOCAL_DB_STEPS
         self._failure_code: str | None = None
         self._cancel_reason: str | None = None
@@ -162,7 +164,10 @@ class CheckoutWorkflow(AwaitsOperator):
             items=inp.items,
             expires_at=expires_at,
         )
-        self._one_task = self._db_steps_local = workflow.patched(CHECKOUT_ONE_TASK)
+        self._payment_with_order = workflow.patched(CHECKOUT_PAYMENT_WITH_ORDER)
+        self._one_task = self._payment_with_order or workflow.patched(CHECKOUT_ONE_TASK)
+        self._db_steps_local = self._one_task
+        payment = self._payment_record(inp, wf_id, expires_at) if self._payment_with_order else None
         set_search_attributes(
             kind="checkout",
             status="pending",
@@ -191,6 +196,7 @@ class CheckoutWorkflow(AwaitsOperator):
                         merchant_wallet_id=inp.merchant_wallet_id,
                         items=inp.items,
                         expires_at=expires_at,
+                        payment=payment,
                     ),
                 )
             )
@@ -201,6 +207,10 @@ class CheckoutWorkflow(AwaitsOperator):
         saga = Saga(self._desk)
         reservations: list[str] = []
         try:
+            if payment is not None:
+                # Until the gateway is asked, closing the payment is marking its row canceled; from the create
+                # call on, the gateway's own compensation (registered just before it) closes it.
+                saga.add("void_unsent_payment", lambda: self._void_unsent_payment(payment.payment_id))
             for n, item in enumerate(inp.items):
                 reservation_id = f"rsv_{inp.order_id}_{n}"
                 reservations.append(reservation_id)
@@ -264,7 +274,9 @@ class CheckoutWorkflow(AwaitsOperator):
 
     async def _record_paid(self, inp: CheckoutInput, reservations: list[str]) -> None:
         """After the settle journal: book-keeping that cannot be undone, only finished (or resolved by hand)."""
-        if inp.total - inp.wallet_amount > 0:
+        paid = MarkPaymentInput(payment_id=f"pay_{inp.order_id}", status="succeeded")
+        has_payment = inp.total - inp.wallet_amount > 0
+        if has_payment and not self._payment_with_order:
             await forward(
                 self._desk,
                 "mark_payment",
@@ -276,28 +288,19 @@ class CheckoutWorkflow(AwaitsOperator):
         for reservation_id in reservations:
             ref = ReservationRef(reservation_id=reservation_id)
             await forward(self._desk, "commit_stock", lambda r=ref: db_step(OrderActivities.commit_stock, r))  # type: ignore[misc]
-        await forward(self._desk, "finish", lambda: self._finish(inp, "paid", None))
+        # Since CHECKOUT_PAYMENT_WITH_ORDER the payment row is marked paid in the order's finishing transaction.
+        with_payment = paid if has_payment and self._payment_with_order else None
+        await forward(self._desk, "finish", lambda: self._finish(inp, "paid", None, payment=with_payment))
 
     async def _pay_at_gateway(
         self, inp: CheckoutInput, wf_id: str, amount: int, expires_at: datetime, saga: Saga
     ) -> None:
         assert inp.gateway is not None
         payment_id = f"pay_{inp.order_id}"
-        await db_step(
-            PaymentActivities.record_payment,
-            RecordPaymentInput(
-                payment_id=payment_id,
-                idempotency_key=step_key(wf_id, "payment"),
-                workflow_id=wf_id,
-                purpose="checkout",
-                owner=inp.buyer,
-                wallet_id=None,
-                gateway=inp.gateway,
-                amount=amount,
-                currency=inp.currency,
-                expires_at=expires_at,
-            ),
-        )
+        if not self._payment_with_order:  # since the patch, recorded with the order
+            record = self._payment_record(inp, wf_id, expires_at)
+            assert record is not None
+            await db_step(PaymentActivities.record_payment, record)
         # Registered before the call: if the call's outcome is unknown, closing by look-up is still right.
         saga.add("close_gateway_payment", lambda: self._close_gateway_payment(inp, wf_id, payment_id, amount))
         self._create_input = CreateGatewayPaymentInput(
@@ -364,6 +367,33 @@ class CheckoutWorkflow(AwaitsOperator):
             if actual.status == "succeeded":
                 return
             self._outcome = None
+
+    @staticmethod
+    def _payment_record(inp: CheckoutInput, wf_id: str, expires_at: datetime) -> RecordPaymentInput | None:
+        """The gateway part's payment row (None for a wallet-only checkout)."""
+        amount = inp.total - inp.wallet_amount
+        if amount <= 0 or inp.gateway is None:
+            return None
+        return RecordPaymentInput(
+            payment_id=f"pay_{inp.order_id}",
+            idempotency_key=step_key(wf_id, "payment"),
+            workflow_id=wf_id,
+            purpose="checkout",
+            owner=inp.buyer,
+            wallet_id=None,
+            gateway=inp.gateway,
+            amount=amount,
+            currency=inp.currency,
+            expires_at=expires_at,
+        )
+
+    async def _void_unsent_payment(self, payment_id: str) -> None:
+        """Compensation for a payment row recorded with the order: canceled, if the gateway was never asked."""
+        if self._create_input is None:
+            await db_step(
+                PaymentActivities.mark_payment,
+                MarkPaymentInput(payment_id=payment_id, status="canceled", failure_code="canceled"),
+            )
 
     async def _close_gateway_payment(
         self, inp: CheckoutInput, wf_id: str, payment_id: str, amount: int
@@ -456,7 +486,9 @@ class CheckoutWorkflow(AwaitsOperator):
                 ),
             )
 
-    async def _finish(self, inp: CheckoutInput, status: str, code: str | None) -> None:
+    async def _finish(
+        self, inp: CheckoutInput, status: str, code: str | None, *, payment: MarkPaymentInput | None = None
+    ) -> None:
         mark = MarkOrderInput(order_id=inp.order_id, status=status, failure_code=code)
         recipients = [inp.buyer, inp.merchant] if status == "paid" else [inp.buyer]
         data = {
@@ -474,10 +506,12 @@ class CheckoutWorkflow(AwaitsOperator):
                 recipients=recipients,
                 data=data,
             )
-            await db_step(NotifyActivities.finish_order, FinishOrderInput(order=mark, notification=note))
+            finish = FinishOrderInput(order=mark, notification=note, payment=payment)
+            await db_step(NotifyActivities.finish_order, finish)
             self._update(status=status, failure_code=code)
             self._accept()
             return
+        assert payment is None  # only runs with local steps record it with the order
         await db_step(OrderActivities.mark_order, mark)
         self._update(status=status, failure_code=code)
         self._accept()

@@ -68,6 +68,12 @@ LOCAL_DB_STEPS = "db-steps-as-local-activities"
 # Each upsert is a visibility write on the server, which is the platform's ceiling (docs/benchmarks.md, B2).
 # It implies LOCAL_DB_STEPS, whose own marker such a run no longer records (local_db_steps).
 CHECKOUT_ONE_TASK = "checkout-in-one-workflow-task"
+# A checkout's gateway payment row is recorded with its order (one step, one transaction) and marked paid with
+# the order's final status (one step, one transaction), for runs started since this patch: a split checkout
+# paid at once is five local steps instead of seven. Each local activity costs the worker more CPU in the SDK's
+# round trip (activation, payload visits, the activity task) than its database work (docs/benchmarks.md, B2).
+# It implies CHECKOUT_ONE_TASK (a new run records this marker only).
+CHECKOUT_PAYMENT_WITH_ORDER = "checkout-payment-with-order"
 # A failure event is a claim too (a late, reordered or forged ``payment_failed`` for a card that was paid):
 # since this patch a checkout looks the payment up before it gives up on it, as deposits do. Asked only when a
 # failure arrives, so other histories' command sequences are unchanged.

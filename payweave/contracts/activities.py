@@ -179,6 +179,9 @@ class RecordOrderInput(BaseModel):
     merchant_wallet_id: str
     items: list[OrderItem]
     expires_at: datetime | None
+    # The gateway part's payment row, recorded in the same transaction (checkouts since the
+    # checkout-payment-with-order patch).
+    payment: RecordPaymentInput | None = None
 
 
 class ReserveStockInput(BaseModel):
@@ -235,3 +238,6 @@ class FinishOrderInput(BaseModel):
 
     order: MarkOrderInput
     notification: NotifyInput
+    # The gateway part's payment row, moved in the same transaction (checkouts since the
+    # checkout-payment-with-order patch).
+    payment: MarkPaymentInput | None = None

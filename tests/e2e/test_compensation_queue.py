@@ -32,6 +32,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
+from db.repositories import payments as payments_repo
 from db.repositories import saga_audit
 from db.verify import verify_ledger
 from payweave import search_attributes as sa
@@ -403,3 +404,32 @@ async def test_decisions_are_refused_when_nothing_waits_and_cancel_runs_the_comp
         assert refused.returncode == 1 and "nothing to act on" in refused.stdout, refused.stdout
     missing = await cli(lab, "sagas", "retry", "transfer:nobody:nothing")
     assert missing.returncode == 1 and "no workflow" in missing.stdout
+
+
+async def refused_hold_checkout(lab: Lab) -> SplitCheckout:
+    """A split checkout whose wallet hold is refused for good (injected ``insufficient_funds``): it fails before
+    the gateway is asked. Returns once its workflow closed."""
+    lab.outage.arm("place_hold", refusal="insufficient_funds")
+    try:
+        c = await split_checkout(lab, stock=1, wallet_amount=300, expires_in=None)
+        await until_done(lab.http, c.auth, c.order["id"])
+        await lab.temporal.get_workflow_handle(c.wf_id).result()
+    finally:
+        lab.outage.heal("place_hold")
+    return c
+
+
+async def test_a_refused_hold_cancels_the_payment_row_recorded_with_the_order(lab: Lab) -> None:
+    """Since checkout-payment-with-order the card part's payment row is written with the order, before the wallet
+    hold: when the hold is refused, the compensation marks that row canceled (the gateway was never asked), so no
+    payment is left pending behind a failed checkout."""
+    c = await refused_hold_checkout(lab)
+    done = await until_done(lab.http, c.auth, c.order["id"])
+    assert (done["status"], done["failure_code"]) == ("failed", "insufficient_funds")
+    status = await lab.temporal.get_workflow_handle(c.wf_id).query(CheckoutWorkflow.status)
+    assert status is not None and status.gateway_payment_id is None  # no gateway object was made
+    async with lab.payments_engine.connect() as conn:
+        payment = await payments_repo.get_payment(conn, f"pay_{c.order['id']}")
+    assert payment is not None and (payment.status, payment.gateway_payment_id) == ("canceled", None)
+    assert (await wallet(lab.http, c.auth, c.wallet_id))["held"] == 0
+    assert await product_units(lab, c) == (1, 1)

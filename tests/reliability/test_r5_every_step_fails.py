@@ -396,8 +396,9 @@ async def fail_step(lab: Lab, saga: str, clean: Clean, k: int) -> tuple[str, lis
 PAST_NO_RETURN: dict[tuple[str, str], str] = {
     (
         "split_checkout",
-        "mark_payment",
-    ): "after the settle journal: the card payment's row is marked succeeded",
+        "finish_order",
+    ): "after the settle journal: the order's final status and, in the same transaction, the card payment's row "
+    "marked succeeded (a separate mark_payment step in runs before checkout-payment-with-order)",
     ("split_checkout", "commit_stock"): "after the settle journal: the reserved stock is committed",
     (
         "deposit",

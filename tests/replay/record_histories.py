@@ -23,6 +23,7 @@ from tests.e2e.test_compensation_queue import (  # noqa: F401 - `lab` is a fixtu
     Lab,
     frozen_transfer,
     lab,
+    refused_hold_checkout,
     split_checkout,
     until_waiting,
 )
@@ -237,3 +238,9 @@ async def test_record_operator_decisions(lab: Lab) -> None:  # noqa: F811 - the 
 
     await _save_workflow(lab.temporal, transfer_wf, "transfer_retried_by_operator")
     await _save_workflow(lab.temporal, checkout.wf_id, "checkout_resolved_by_operator")
+
+
+async def test_record_refused_hold(lab: Lab) -> None:  # noqa: F811 - the fixture imported above
+    """A split checkout whose wallet hold is refused: the payment row recorded with its order is canceled."""
+    c = await refused_hold_checkout(lab)
+    await _save_workflow(lab.temporal, c.wf_id, "checkout_hold_refused")
