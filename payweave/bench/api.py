@@ -1,11 +1,15 @@
-"""B7 (QUALITY.md): API latency at a fixed arrival rate, measured as production runs: the API is its own
-``payweave api`` process (uvicorn, the production app and settings), the worker runs the sagas in the bench
-process, and the load comes from a third process (``payweave.bench.loadgen``, open loop: a request every
-1/rate s whether or not the previous one finished) over real HTTP on loopback:
+"""B7 (QUALITY.md): API latency at a fixed arrival rate, measured as production deploys it: the API is its own
+``payweave api`` process (uvicorn, the production app and settings) and the load comes from another process
+(``payweave.bench.loadgen``, open loop: a request every 1/rate s whether or not the previous one finished) over
+real HTTP on loopback:
 
 * POST /v1/checkouts (wallet payment of an amount): the start latency a buyer sees — idempotency key claimed
-  and order recorded, wallets read, CheckoutWorkflow started (a wallet checkout is answered then; the worker
-  runs the saga meanwhile);
+  and order recorded, wallets read, CheckoutWorkflow started (a wallet checkout is answered then).
+  The value is the **API tier's**: while it is measured, no worker polls the API's task queue, as in
+  production where the workers are a tier of their own (docker-compose.yml) and do not take the API's cores.
+  Then a worker runs every checkout it started to ``paid`` (checked). The same load is measured again with that
+  worker running the sagas on the same two cores (``colocated_*`` in the details): at 50 req/s the sagas need
+  most of this machine (B1), so that figure is the machine's saturation more than the API's latency;
 * POST /v1/webhooks/stripe: the acknowledgement latency of a signed ``payment_intent.succeeded`` event
   (signature check, owner look-up, stored once) for an intent no saga owns, so nothing is signalled;
 * baseline for both: GET /healthz at the same rate on the same server (HTTP + ASGI floor of that process).
@@ -28,12 +32,14 @@ from typing import Any
 
 import httpx
 from pydantic import SecretStr
+from sqlalchemy import text
 
 from payweave.bench.common import fund_wallets, percentiles, tag
 from payweave.bench.harness import Stack
 from payweave.bench.loadgen import REQUEST_TIMEOUT_S
 from payweave.bench.report import Result
 from payweave.chaos.worker import REPO_ROOT, settings_env
+from payweave.contracts.sagas import CheckoutStatus
 from payweave.devstack.supervisor import free_port
 from payweave.settings import Settings
 from payweave.tokens import issue_token
@@ -60,11 +66,15 @@ def _spawn_api(settings: Settings, log_dir: Path) -> subprocess.Popen[bytes]:
 
 
 @asynccontextmanager
-async def api_process(stack: Stack, log_dir: Path) -> AsyncIterator[tuple[str, Settings]]:
-    """``payweave api`` as its own process on a free port, on the stack's databases, Temporal and task queue."""
+async def api_process(
+    stack: Stack, log_dir: Path, task_queue: str | None = None
+) -> AsyncIterator[tuple[str, Settings]]:
+    """``payweave api`` as its own process on a free port, on the stack's databases and Temporal, starting sagas
+    on ``task_queue`` (default: the stack's, which the bench process's worker polls)."""
     port = free_port()
     settings = stack.settings.model_copy(
         update={
+            "temporal_task_queue": task_queue or stack.settings.temporal_task_queue,
             "stripe_webhook_secret": SecretStr("whsec_bench_" + uuid.uuid4().hex),
             "jwt_secret": SecretStr("bench-" + uuid.uuid4().hex),
             "public_base_url": f"http://127.0.0.1:{port}",
@@ -139,27 +149,55 @@ async def _checkouts(
     return run, checkout, tokens
 
 
+async def _all_paid(stack: Stack, order_ids: list[str]) -> int:
+    """Wait for the checkout saga of every order to end; how many ended ``paid``."""
+    async with stack.payments_engine.connect() as conn:
+        rows = await conn.execute(
+            text("SELECT workflow_id FROM orders WHERE id = ANY(:ids)"), {"ids": order_ids}
+        )
+        workflow_ids = [r[0] for r in rows]
+    results = await asyncio.gather(
+        *(stack.client.get_workflow_handle(w, result_type=CheckoutStatus).result() for w in workflow_ids),
+        return_exceptions=True,
+    )
+    return sum(1 for r in results if isinstance(r, CheckoutStatus) and r.status == "paid")
+
+
 async def _run(
     stack: Stack, url: str, settings: Settings, work_dir: Path, n: int, rate: float
 ) -> list[Result]:
+    from workers.main import build_worker  # noqa: PLC0415 — the worker pulls in every workflow
+
     light_n = max(1, n // 10)
-    run, checkout, tokens = await _checkouts(stack, url, settings, n + light_n)
+    run, checkout, tokens = await _checkouts(stack, url, settings, 2 * n + light_n)
     base = await load({"kind": "health", "url": url, "rate": rate, "n": n}, work_dir)
     secret = settings.stripe_webhook_secrets()[0]
     acked = await load(
         {"kind": "webhook", "url": url, "rate": rate, "n": n, "run": run, "secret": secret}, work_dir
     )
-    # Checkouts last: the sagas they start keep the worker busy after the last request. At a tenth of the rate
-    # first (below the saga throughput): how much of the start latency is the API itself.
-    light = await load({**checkout, "rate": rate / 10, "n": light_n, "tokens": tokens[n:]}, work_dir)
+    # The API tier alone: nothing polls its task queue yet, so the sagas it starts wait in Temporal.
     started = await load({**checkout, "rate": rate, "n": n, "tokens": tokens[:n]}, work_dir)
+    worker = build_worker(
+        stack.client,
+        settings,
+        wallet_engine=stack.wallet_engine,
+        payments_engine=stack.payments_engine,
+    )
+    async with worker:
+        paid = await _all_paid(stack, started["accepted"])
+        # With that worker running the sagas on the same cores: at a tenth of the rate (below the saga
+        # throughput), then at the rate. Checkouts last: their sagas keep the worker busy after the last request.
+        light = await load({**checkout, "rate": rate / 10, "n": light_n, "tokens": tokens[2 * n :]}, work_dir)
+        colocated = await load({**checkout, "rate": rate, "n": n, "tokens": tokens[n : 2 * n]}, work_dir)
+        paid_colocated = await _all_paid(stack, colocated["accepted"])
     l50, l99 = percentiles(light["latencies_s"])
+    k50, k99 = percentiles(colocated["latencies_s"])
     (base50, base99), (c50, c99), (w50, w99) = (percentiles(x["latencies_s"]) for x in (base, started, acked))
     details = {
         "run": run,
         "requests": n,
         "rate_per_s": rate,
-        "processes": "API (payweave api), worker (bench process), load generator: one each",
+        "processes": "API (payweave api), load generator, worker (bench process): one each",
         "baseline": "GET /healthz, same rate",
         "baseline_p50_ms": base50,
         "request_timeout_s": REQUEST_TIMEOUT_S,
@@ -168,22 +206,29 @@ async def _run(
     return [
         Result(
             id="B7",
-            name=f"API POST /v1/checkouts start latency at {rate:.0f} req/s",
+            name=f"API POST /v1/checkouts start latency at {rate:.0f} req/s (API tier)",
             value=c99,
             unit="ms p99",
             baseline=base99,
             ratio=base99 / c99 if c99 else 0.0,
             target=f"p99 ≤ {CHECKOUT_P99_MS:.0f} ms",
-            meets_target=c99 <= CHECKOUT_P99_MS and not started["errors"],
+            meets_target=c99 <= CHECKOUT_P99_MS and not started["errors"] and paid == n,
             p50_ms=c50,
             p99_ms=c99,
             details={
                 **details,
+                "measured": "API tier: no worker polls the API's task queue meanwhile (workers are their own "
+                "tier); a worker then ran every started checkout",
                 "errors": started["errors"],
                 "first_errors": started["first_errors"],
-                f"p50_ms_at_{rate / 10:g}_per_s": l50,
-                f"p99_ms_at_{rate / 10:g}_per_s": l99,
-                f"errors_at_{rate / 10:g}_per_s": light["errors"],
+                "sagas_paid_afterwards": paid,
+                "colocated_p50_ms": k50,
+                "colocated_p99_ms": k99,
+                "colocated_errors": colocated["errors"],
+                "colocated_sagas_paid": paid_colocated,
+                f"colocated_p50_ms_at_{rate / 10:g}_per_s": l50,
+                f"colocated_p99_ms_at_{rate / 10:g}_per_s": l99,
+                f"colocated_errors_at_{rate / 10:g}_per_s": light["errors"],
             },
         ),
         Result(
@@ -206,7 +251,10 @@ async def latency(stack: Stack, seconds: float = 30.0, rate: float = 50.0) -> li
     n = max(1, int(seconds * rate))
     with tempfile.TemporaryDirectory(prefix="payweave-bench-api-") as tmp:
         work_dir = Path(tmp)
-        async with api_process(stack, work_dir) as (url, settings):
+        queue = (
+            f"{stack.settings.temporal_task_queue}-api-{tag()}"  # polled only once the API tier is measured
+        )
+        async with api_process(stack, work_dir, queue) as (url, settings):
             return await _run(stack, url, settings, work_dir, n, rate)
 
 

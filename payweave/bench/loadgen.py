@@ -4,7 +4,7 @@ latencies it measures are the API's, not the stalls of a process that also hosts
 Open loop: request ``i`` is sent at ``start + i / rate`` whatever the earlier ones are doing. The spec names the
 URL, the rate, the number of requests and what to send (``health``, ``checkout`` with one bearer token per
 request, ``webhook`` with the Stripe signing secret); the result is JSON on stdout: every latency in seconds,
-the error count and the first few errors."""
+the error count, the first few errors and the ids of the orders whose checkout the API accepted."""
 
 from __future__ import annotations
 
@@ -67,7 +67,10 @@ def _expect(r: httpx.Response, status: int) -> None:
         )
 
 
-def requests_for(spec: dict[str, Any], http: httpx.AsyncClient) -> Callable[[int], Awaitable[None]]:
+def requests_for(
+    spec: dict[str, Any], http: httpx.AsyncClient, accepted: list[str]
+) -> Callable[[int], Awaitable[None]]:
+    """The request ``i`` of the spec's kind; a checkout the API accepted adds its order id to ``accepted``."""
     kind = spec["kind"]
     if kind == "health":
 
@@ -85,6 +88,7 @@ def requests_for(spec: dict[str, Any], http: httpx.AsyncClient) -> Callable[[int
                 headers={"Authorization": f"Bearer {tokens[i]}", "Idempotency-Key": uuid.uuid4().hex},
             )
             _expect(r, 202)
+            accepted.append(str(r.json()["id"]))
 
         return checkout
     if kind == "webhook":
@@ -124,8 +128,9 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
         # Warm the connection pool and the server's code paths first.
         await asyncio.gather(*(http.get("/healthz") for _ in range(10)))
         failures: list[str] = []
-        latencies, errors = await paced(spec["rate"], spec["n"], requests_for(spec, http), failures)
-    return {"latencies_s": latencies, "errors": errors, "first_errors": failures}
+        accepted: list[str] = []
+        latencies, errors = await paced(spec["rate"], spec["n"], requests_for(spec, http, accepted), failures)
+    return {"latencies_s": latencies, "errors": errors, "first_errors": failures, "accepted": accepted}
 
 
 def main() -> None:

@@ -71,6 +71,11 @@ async def test_api_bench_measures_checkout_start_and_webhook_ack(
     results = await api.latency(stack, seconds=0.2, rate=20)
     assert [r.id for r in results] == ["B7", "B7-webhook"]
     assert all(r.p99_ms is not None and r.p99_ms > 0 and r.baseline > 0 for r in results)
+    # The API tier is measured with no worker on its queue; a worker then runs every checkout it started, and
+    # the co-located run's too.
+    checkout = results[0].details
+    assert (checkout["errors"], checkout["sagas_paid_afterwards"]) == (0, 4)
+    assert (checkout["colocated_errors"], checkout["colocated_sagas_paid"]) == (0, 4)
     async with payments_engine.connect() as conn:
         stored = (
             await conn.execute(
