@@ -79,6 +79,13 @@ class RefundExceedsPaid(PayweaveError):
     code, status, title = "refund_exceeds_paid", 422, "Refund exceeds what was paid"
 
 
+class RefundRefused(PayweaveError):
+    """A refund its saga refused before booking anything, for a reason no other code names: nothing was
+    recorded, so there is no refund to read afterwards (the detail carries the saga's failure code)."""
+
+    code, status, title = "refund_refused", 409, "Refund refused"
+
+
 class SessionClosed(PayweaveError):
     code, status, title = "session_closed", 409, "The group buy no longer takes participants"
 

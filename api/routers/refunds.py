@@ -94,6 +94,10 @@ async def create_refund(
         return RefundOut.model_validate(booked.model_dump())
     if accepted.status == "failed" and accepted.failure_code in errors.BUSINESS_ERRORS:
         raise errors.BUSINESS_ERRORS[accepted.failure_code](f"refund refused: {accepted.failure_code}")
+    if accepted.status == "failed" and await recorded() is None:
+        # Refused before it was booked, for another reason: a refund view pointing at a Location that answers
+        # 404 would contradict itself, so this is the problem too.
+        raise errors.RefundRefused(f"refund refused before it was booked: {accepted.failure_code}")
     response.headers["Location"] = f"/v1/refunds/{refund_id}"
     return RefundOut.model_validate(accepted.model_dump())
 

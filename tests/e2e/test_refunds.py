@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import httpx
 import pytest
 import stripe
 
+from payweave.ids import derived_id, workflow_id
 from payweave.settings import Settings
 from tests.conftest import Users, eventually
 from tests.e2e.test_checkouts import checkout, until_done
+from tests.e2e.test_compensation_queue import Lab, lab  # noqa: F401 - `lab` is a fixture
 from tests.helpers import create_wallet, deposit, idem, wallet
 
 
@@ -147,3 +150,34 @@ async def test_a_refused_card_refund_moves_nothing_and_frees_the_booking(
     assert order["status"] == "paid"  # the booking was given back: 100.00 can still be refunded
     again = await refund(http, m_auth, accepted["id"], {"reason": "all of it"})
     assert again.status_code == 202 and again.json()["amount"] == 10_000
+
+
+async def test_a_refund_refused_before_booking_for_an_unnamed_reason_is_a_problem_and_nothing_is_read(
+    lab: Lab,  # noqa: F811 - the fixture imported above
+) -> None:
+    """The refund saga's first step refuses for a reason no API code names: the POST is a 409 problem
+    (``refund_refused``, the saga's code in the detail), not a refund view whose Location would answer 404; the
+    refund id still reads 404 and no money moved."""
+    order, m_auth, m_wallet, buyer, b_wallet = await paid_split_order(lab.http, lab.users)
+    merchant = await wallet(lab.http, m_auth, m_wallet["id"])
+    before = (merchant["balance"], (await wallet(lab.http, buyer, b_wallet["id"]))["balance"])
+    key = uuid.uuid4().hex
+    lab.outage.arm("reserve_refund", refusal="injected_refusal")
+    try:
+        r = await lab.http.post(
+            f"/v1/checkouts/{order['id']}/refunds",
+            json={"amount": 1_000, "reason": "damaged"},
+            headers={**m_auth, "Idempotency-Key": key},
+        )
+    finally:
+        lab.outage.heal("reserve_refund")
+    assert r.status_code == 409, r.text
+    assert r.json()["code"] == "refund_refused" and "injected_refusal" in r.json()["detail"]
+    assert "Location" not in r.headers
+    refund_id = derived_id("re", workflow_id("refund", merchant["owner"], key))
+    assert (await lab.http.get(f"/v1/refunds/{refund_id}", headers=m_auth)).status_code == 404
+    after = (
+        (await wallet(lab.http, m_auth, m_wallet["id"]))["balance"],
+        (await wallet(lab.http, buyer, b_wallet["id"]))["balance"],
+    )
+    assert after == before
