@@ -139,6 +139,21 @@ async def _run_operation(settings: Settings, what: str, window_hours: int | None
     return 1 if report.mismatch_count else 0
 
 
+def cmd_ledger_release_transit(args: argparse.Namespace) -> int:
+    from payweave.transit import run_release_transit
+
+    return asyncio.run(
+        run_release_transit(
+            get_settings(),
+            Console(),
+            args.workflow_id,
+            to_wallet=args.to,
+            operator=args.operator,
+            reason=args.reason,
+        )
+    )
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     return asyncio.run(_run_operation(get_settings(), "sweep", None))
 
@@ -222,6 +237,20 @@ def build_parser() -> argparse.ArgumentParser:
     ledger_sub.add_parser(
         "verify", help="check ledger invariants I1–I5; non-zero exit on violation"
     ).set_defaults(func=cmd_ledger_verify)
+    release = ledger_sub.add_parser(
+        "release-transit",
+        help="move what a finished transfer or refund left in transit (its reversal resolved by hand) to a "
+        "customer wallet: one journal with the saga's id, audited",
+    )
+    release.add_argument("workflow_id", metavar="ID", help="the saga's workflow id (ledger verify's I1 row)")
+    release.add_argument("--to", required=True, metavar="WALLET_ID", help="the customer wallet to credit")
+    release.add_argument(
+        "--reason", required=True, help="what was decided and where: saga_audit and the journal"
+    )
+    release.add_argument(
+        "--operator", default=_login(), help="who releases, for saga_audit (default: your login name, $USER)"
+    )
+    release.set_defaults(func=cmd_ledger_release_transit)
     sub.add_parser(
         "sweep", help="run one sweep now (needs a running worker); prints what it repaired"
     ).set_defaults(func=cmd_sweep)

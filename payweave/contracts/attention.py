@@ -16,7 +16,7 @@ from pydantic import BaseModel
 # What the saga itself writes as the actor of its own audit rows (an operator's name never looks like this).
 SAGA_ACTOR = "payweave"
 
-AuditAction = Literal["needs_attention", "retry", "resolve", "cancel"]
+AuditAction = Literal["needs_attention", "retry", "resolve", "cancel", "release_transit"]
 
 
 class OperatorDecision(BaseModel):

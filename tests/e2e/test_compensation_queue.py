@@ -433,3 +433,48 @@ async def test_a_refused_hold_cancels_the_payment_row_recorded_with_the_order(la
     assert payment is not None and (payment.status, payment.gateway_payment_id) == ("canceled", None)
     assert (await wallet(lab.http, c.auth, c.wallet_id))["held"] == 0
     assert await product_units(lab, c) == (1, 1)
+
+
+async def test_a_reversal_resolved_by_hand_leaves_transit_until_the_operator_releases_it(lab: Lab) -> None:
+    """A transfer's reversal gives up and an operator resolves it by hand: the saga ends, its debit still in
+    transit, and ``ledger verify`` says so (I1). ``payweave ledger release-transit`` moves exactly what is left
+    back to the sender with a journal carrying the saga's id and an audit row; verify is clean again, and a
+    second release, a release without a reason and one into a system wallet are refused and move nothing."""
+    lab.outage.arm("reverse_journal")
+    wf_id, transfer_id, a_auth, a = await frozen_transfer(lab, 1_200)
+    await until_waiting(lab, wf_id)
+    lab.outage.heal("reverse_journal")
+    resolved = await cli(lab, "sagas", "resolve", wf_id, "--reason", "reversal skipped (INC-11)")
+    assert resolved.returncode == 0, resolved.stdout + resolved.stderr
+    done = await until_terminal(lab.http, a_auth, f"/v1/transfers/{transfer_id}")
+    assert done["status"] == "failed"
+    assert (await wallet(lab.http, a_auth, a["id"]))["balance"] == 3_800
+    report = await verify_ledger(lab.wallet_engine, lab.payments_engine)
+    stranded = [v for v in report.violations if v.check.startswith("I1")]
+    assert stranded and {"saga": wf_id, "left_in_transit": 1_200} in stranded[0].rows
+
+    no_reason = await cli(lab, "ledger", "release-transit", wf_id, "--to", a["id"], "--reason", " ")
+    assert no_reason.returncode == 1 and "validation_error" in no_reason.stdout, no_reason.stdout
+    into_system = await cli(
+        lab, "ledger", "release-transit", wf_id, "--to", "sys_escrow_usd", "--reason", "x"
+    )
+    assert into_system.returncode == 1 and "wallet_not_found" in into_system.stdout, into_system.stdout
+
+    reason = "returned to the sender (INC-11)"
+    released = await cli(
+        lab, "ledger", "release-transit", wf_id, "--to", a["id"], "--reason", reason, "--operator", "ops-fi"
+    )
+    assert released.returncode == 0 and "released 1200 USD" in released.stdout, released.stdout
+    assert (await wallet(lab.http, a_auth, a["id"]))["balance"] == 5_000
+    journal = {j.idempotency_key: j for j in await saga_journals(lab.settings, wf_id)}[
+        f"operator:release-transit:{wf_id}"
+    ]
+    assert journal.kind == "operator_transit_release" and reason in (journal.description or "")
+    rows = await audit_rows(lab, wf_id)
+    assert rows[-1][:2] == ("release_transit", "ops-fi") and reason in (rows[-1][2] or "")
+    report = await verify_ledger(lab.wallet_engine, lab.payments_engine)
+    assert report.ok, report.violations
+
+    again = await cli(lab, "ledger", "release-transit", wf_id, "--to", a["id"], "--reason", reason)
+    assert again.returncode == 1 and "nothing left in transit" in again.stdout, again.stdout
+    assert (await wallet(lab.http, a_auth, a["id"]))["balance"] == 5_000
