@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from db.repositories import ledger
+
 CHECKS: dict[str, tuple[str, str]] = {
     "I1 journal sums to zero": (
         "wallet",
@@ -106,16 +108,8 @@ async def _check_transit(
     rows: list[dict[str, object]] = []
     async with wallet_engine.connect() as conn:
         for start in range(0, len(finished), 5_000):
-            result = await conn.execute(
-                text(
-                    "SELECT j.saga_id AS saga, sum(e.amount) AS left_in_transit FROM entries e "
-                    "JOIN journals j ON j.id = e.journal_id JOIN wallets w ON w.id = e.wallet_id "
-                    "WHERE w.owner = 'system:transit' AND j.saga_id = ANY(:ids) "
-                    "GROUP BY j.saga_id HAVING sum(e.amount) <> 0"
-                ),
-                {"ids": finished[start : start + 5_000]},
-            )
-            rows += [dict(r) for r in result.mappings()]
+            left = await ledger.left_in_transit(conn, finished[start : start + 5_000])
+            rows += [{"saga": r["saga"], "left_in_transit": r["left_in_transit"]} for r in left]
     report.checked.append(TRANSIT_CHECK)
     if rows:
         report.violations.append(Violation(TRANSIT_CHECK, rows[:limit]))

@@ -76,25 +76,15 @@ async def release_transit(
     kind = await _finished_saga(payments, saga_id)
 
     async def post(conn: AsyncConnection) -> Released:
-        rows = (
-            await conn.execute(
-                text(
-                    "SELECT w.id, w.currency, sum(e.amount) AS left_in_transit FROM entries e "
-                    "JOIN journals j ON j.id = e.journal_id JOIN wallets w ON w.id = e.wallet_id "
-                    "WHERE w.owner = 'system:transit' AND j.saga_id = :saga "
-                    "GROUP BY w.id, w.currency HAVING sum(e.amount) <> 0"
-                ),
-                {"saga": saga_id},
-            )
-        ).all()
+        rows = await ledger.left_in_transit(conn, [saga_id])
         if not rows:
             raise errors.Conflict(f"{saga_id} has nothing left in transit")
-        if len(rows) > 1 or rows[0].left_in_transit < 0:
+        if len(rows) > 1 or rows[0]["left_in_transit"] < 0:
             raise errors.Conflict(
-                f"{saga_id}'s transit legs do not net to money waiting there ({[tuple(r) for r in rows]}): "
+                f"{saga_id}'s transit legs do not net to money waiting there ({rows}): "
                 "more left transit than entered it — not something to release; ask finance"
             )
-        transit, currency, left = rows[0].id, rows[0].currency, int(rows[0].left_in_transit)
+        transit, currency, left = rows[0]["transit"], rows[0]["currency"], int(rows[0]["left_in_transit"])
         target = await ledger.get_wallet(conn, to_wallet)
         if target is None or target.kind != "customer":
             raise errors.WalletNotFound(f"no customer wallet {to_wallet}")

@@ -277,14 +277,7 @@ class CheckoutWorkflow(AwaitsOperator):
         paid = MarkPaymentInput(payment_id=f"pay_{inp.order_id}", status="succeeded")
         has_payment = inp.total - inp.wallet_amount > 0
         if has_payment and not self._payment_with_order:
-            await forward(
-                self._desk,
-                "mark_payment",
-                lambda: db_step(
-                    PaymentActivities.mark_payment,
-                    MarkPaymentInput(payment_id=f"pay_{inp.order_id}", status="succeeded"),
-                ),
-            )
+            await forward(self._desk, "mark_payment", lambda: db_step(PaymentActivities.mark_payment, paid))
         for reservation_id in reservations:
             ref = ReservationRef(reservation_id=reservation_id)
             await forward(self._desk, "commit_stock", lambda r=ref: db_step(OrderActivities.commit_stock, r))  # type: ignore[misc]

@@ -184,6 +184,21 @@ _JOURNAL_BY_KEY = text(
 )
 
 
+_LEFT_IN_TRANSIT = text(
+    "SELECT j.saga_id AS saga, w.id AS transit, w.currency, sum(e.amount) AS left_in_transit FROM entries e "
+    "JOIN journals j ON j.id = e.journal_id JOIN wallets w ON w.id = e.wallet_id "
+    "WHERE w.owner = 'system:transit' AND j.saga_id = ANY(:ids) "
+    "GROUP BY j.saga_id, w.id, w.currency HAVING sum(e.amount) <> 0"
+)
+
+
+async def left_in_transit(conn: AsyncConnection, saga_ids: Sequence[str]) -> list[dict[str, Any]]:
+    """The sagas among ``saga_ids`` whose transit legs do not net to zero: saga, transit wallet, currency and
+    what is left there (positive: money waiting in transit). ``payweave ledger verify`` (I1) and
+    ``payweave ledger release-transit`` read the same sum."""
+    return [dict(r) for r in (await conn.execute(_LEFT_IN_TRANSIT, {"ids": list(saga_ids)})).mappings()]
+
+
 async def find_journal(conn: AsyncConnection, idempotency_key: str) -> Journal | None:
     """The journal posted under ``idempotency_key``, with its entries, in one round trip."""
     rows = (await conn.execute(_JOURNAL_BY_KEY, {"key": idempotency_key})).all()
